@@ -1,0 +1,30 @@
+// The nanobind module jax_natten._cuda: a dict of the FFI handlers, which Python registers with
+// XLA under the "jax_natten_" prefix.
+#include <nanobind/nanobind.h>
+
+#include <type_traits>
+
+#include "xla/ffi/api/api.h"
+
+namespace nb = nanobind;
+
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenWindowBounds);
+
+namespace {
+
+template <typename Fn>
+nb::capsule Capsule(Fn* fn) {
+  static_assert(std::is_invocable_r_v<XLA_FFI_Error*, Fn, XLA_FFI_CallFrame*>,
+                "an FFI handler must have the XLA_FFI_Handler signature");
+  return nb::capsule(reinterpret_cast<void*>(fn));
+}
+
+}  // namespace
+
+NB_MODULE(_cuda, m) {
+  m.def("registrations", []() {
+    nb::dict targets;
+    targets["window_bounds"] = Capsule(JaxNattenWindowBounds);
+    return targets;
+  });
+}

@@ -1,0 +1,21 @@
+"""Command line: `python -m jax_natten bench [options]` (see `--help`)."""
+
+import argparse
+import sys
+
+from jax_natten import bench
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m jax_natten", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench.add_arguments(commands.add_parser(
+        "bench", help="time every backend on one problem against dense attention",
+        description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        bench.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

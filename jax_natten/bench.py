@@ -1,0 +1,322 @@
+"""`python -m jax_natten bench`: times every backend on one problem, with dense attention as the
+baseline measured in the same run, FLOPs counted as in BENCHMARKS.md.
+
+Times are medians over repetitions after warm-up, each run ended by `jax.block_until_ready`,
+on random inputs that rotate between a few copies when they are small enough to sit in cache.
+The error column is SPEC's `||out - ref|| / ||ref||` against the reference backend run in
+float64 (for fwd+bwd: the largest over dQ, dK and dV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_natten import backends, checks, functional
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One benchmark problem (BENCHMARKS.md's columns)."""
+
+    name: str
+    batch: int
+    spatial: tuple[int, ...]
+    heads: int
+    head_dim: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...] = None
+    dilation: tuple[int, ...] = None
+    is_causal: tuple[bool, ...] = None
+    heads_kv: int = None
+    dtype: str = "bfloat16"
+
+    def __post_init__(self):
+        rank = len(self.spatial)
+        for field, default in (("stride", 1), ("dilation", 1), ("is_causal", False)):
+            if getattr(self, field) is None:
+                object.__setattr__(self, field, (default,) * rank)
+        if self.heads_kv is None:
+            object.__setattr__(self, "heads_kv", self.heads)
+
+    @property
+    def rank(self):
+        return len(self.spatial)
+
+    @property
+    def tokens(self):
+        return math.prod(self.spatial)
+
+    def flops(self, keys_per_query, passes):
+        """Effective FLOPs: `4 * batch * heads * tokens * keys * head_dim`, 3.5x with backward."""
+        forward = 4 * self.batch * self.heads * self.tokens * keys_per_query * self.head_dim
+        return forward * (3.5 if passes == "fwd+bwd" else 1.0)
+
+
+STANDARD_PROBLEMS = {p.name: p for p in (
+    Problem("1d-long", 4, (32768,), 16, 128, (2048,)),
+    Problem("1d-long-causal", 4, (32768,), 16, 128, (2048,), is_causal=(True,)),
+    Problem("2d-large", 2, (128, 128), 16, 128, (32, 32)),
+    Problem("2d-dilated", 2, (128, 128), 16, 128, (31, 31), dilation=(2, 2)),
+    Problem("3d-video", 1, (16, 48, 80), 16, 128, (8, 16, 16)),
+    Problem("3d-video-tcausal", 1, (16, 48, 80), 16, 128, (8, 16, 16), is_causal=(True, False, False)),
+    Problem("2d-nat", 128, (56, 56), 2, 32, (7, 7)),
+    Problem("2d-dinat", 128, (28, 28), 4, 32, (7, 7), dilation=(4, 4)),
+)}
+
+DEFAULT_PROBLEM = Problem("default", 2, (32, 32), 4, 32, (7, 7), dtype="float32")
+
+PASSES = ("fwd", "fwd+bwd")
+
+
+@dataclasses.dataclass
+class Record:
+    backend: str
+    passes: str
+    ms: float
+    tflops: float
+    max_rel_err: float | None
+
+
+def _inputs(problem: Problem, seed: int):
+    rng = np.random.default_rng(seed)
+    shape = (problem.batch, *problem.spatial)
+    q = rng.standard_normal((*shape, problem.heads, problem.head_dim), np.float32)
+    k = rng.standard_normal((*shape, problem.heads_kv, problem.head_dim), np.float32)
+    v = rng.standard_normal((*shape, problem.heads_kv, problem.head_dim), np.float32)
+    d_out = rng.standard_normal((*shape, problem.heads, problem.head_dim), np.float32)
+    return q, k, v, d_out
+
+
+def _input_sets(problem: Problem, dtype, cache_bytes=64 << 20):
+    """Copies of the inputs to rotate through, so that small problems are not timed from cache."""
+    one = _inputs(problem, 0)
+    count = 3 if sum(x.size for x in one) * np.dtype(dtype).itemsize < cache_bytes else 1
+    sets = [one] + [_inputs(problem, seed) for seed in range(1, count)]
+    return [tuple(jnp.asarray(x, dtype) for x in s) for s in sets]
+
+
+def _neighborhood_fn(problem: Problem, backend):
+    def attend(q, k, v):
+        return functional.neighborhood_attention(
+            q, k, v, problem.kernel_size, problem.stride, problem.dilation, problem.is_causal,
+            backend=backend)
+    return attend
+
+
+def _dense_fn(implementation):
+    def attend(q, k, v):
+        flat = [x.reshape(x.shape[0], -1, *x.shape[-2:]) for x in (q, k, v)]
+        return jax.nn.dot_product_attention(*flat, implementation=implementation).reshape(q.shape)
+    return attend
+
+
+def _passes_fn(attend, passes):
+    if passes == "fwd":
+        return jax.jit(lambda q, k, v, d_out: attend(q, k, v))
+    return jax.jit(lambda q, k, v, d_out: jax.vjp(attend, q, k, v)[1](d_out))
+
+
+def _time_ms(fn, input_sets, warmup, reps):
+    for i in range(warmup):
+        jax.block_until_ready(fn(*input_sets[i % len(input_sets)]))
+    times = []
+    for i in range(reps):
+        args = input_sets[i % len(input_sets)]
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def _relative_error(result, reference):
+    leaves = jax.tree_util.tree_leaves(result)
+    ref_leaves = jax.tree_util.tree_leaves(reference)
+    errors = []
+    for x, ref in zip(leaves, ref_leaves):
+        x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+        if not np.all(np.isfinite(x)):
+            return float("nan")
+        errors.append(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-300))
+    return max(errors)
+
+
+def _float64_reference(problem: Problem, passes, args):
+    fn = _passes_fn(_neighborhood_fn(problem, "reference"), passes)
+    return fn(*(jnp.asarray(np.asarray(x, np.float32), jnp.float64) for x in args))
+
+
+def dense_implementation(platform):
+    """The dense baseline: cuDNN on GPUs, XLA elsewhere."""
+    return "cudnn" if platform == "gpu" else "xla"
+
+
+def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=True, baseline=True):
+    """Times each backend and pass; returns (records, baseline records by pass)."""
+    dtype = jnp.dtype(problem.dtype)
+    input_sets = _input_sets(problem, dtype)
+    records, baselines = [], {}
+    for passes in passes_list:
+        reference = _float64_reference(problem, passes, input_sets[0]) if check else None
+        if baseline:
+            implementation = dense_implementation(backends.default_platform())
+            fn = _passes_fn(_dense_fn(implementation), passes)
+            ms = _time_ms(fn, input_sets, warmup, reps)
+            baselines[passes] = Record(f"dense-{implementation}", passes, ms,
+                                       problem.flops(problem.tokens, passes) / ms / 1e9, None)
+        for name in backend_names:
+            fn = _passes_fn(_neighborhood_fn(problem, name), passes)
+            ms = _time_ms(fn, input_sets, warmup, reps)
+            error = _relative_error(fn(*input_sets[0]), reference) if check else None
+            records.append(Record(name, passes, ms, problem.flops(math.prod(problem.kernel_size), passes) / ms / 1e9,
+                                  error))
+    return records, baselines
+
+
+def format_table(problem: Problem, records, baselines):
+    header = (f"problem {problem.name}: batch {problem.batch}, spatial {problem.spatial}, heads "
+              f"{problem.heads}/{problem.heads_kv}, head_dim {problem.head_dim}, kernel "
+              f"{problem.kernel_size}, stride {problem.stride}, dilation {problem.dilation}, causal "
+              f"{problem.is_causal}, {problem.dtype}, device {jax.devices()[0].device_kind}")
+    rows = [("backend", "pass", "ms", "TFLOP/s", "vs dense", "rel err")]
+    for r in list(baselines.values()) + records:
+        base = baselines.get(r.passes)
+        ratio = f"{r.tflops / base.tflops:.3f}" if base else "-"
+        error = "-" if r.max_rel_err is None else f"{r.max_rel_err:.2e}"
+        rows.append((r.backend, r.passes, f"{r.ms:.3f}", f"{r.tflops:.4f}", ratio, error))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [header, ""]
+    for i, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        if i == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def json_records(problem: Problem, records, baselines, command):
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    common = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
+              "commit": commit, "command": command, "problem": problem.name, "rank": problem.rank,
+              "devices": 1, "dtype": problem.dtype}
+    out = []
+    for r in records:
+        base = baselines.get(r.passes)
+        out.append({**common, "backend": r.backend, "pass": r.passes, "ms": r.ms, "tflops": r.tflops,
+                    "baseline": base.backend if base else None, "baseline_ms": base.ms if base else None,
+                    "baseline_tflops": base.tflops if base else None, "max_rel_err": r.max_rel_err})
+    return out
+
+
+def _ints(text):
+    return tuple(int(x) for x in text.split(","))
+
+
+def _bools(text):
+    values = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    try:
+        return tuple(values[x.lower()] for x in text.split(","))
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give true/false per axis, comma-separated") from None
+
+
+def _per_axis(values, rank, name):
+    if values is None:
+        return None
+    if len(values) == 1:
+        return values * rank
+    if len(values) != rank:
+        raise SystemExit(f"--{name} has {len(values)} entries for {rank} spatial axes")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("--problem", choices=sorted(STANDARD_PROBLEMS), help="a standard problem of BENCHMARKS.md")
+    parser.add_argument("--size", type=_ints, help="spatial shape, e.g. 32,32 (default 32,32)")
+    parser.add_argument("--kernel-size", type=_ints, help="per axis or one for all (default 7)")
+    parser.add_argument("--stride", type=_ints)
+    parser.add_argument("--dilation", type=_ints)
+    parser.add_argument("--causal", type=_bools, help="per axis or one for all, e.g. true,false")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--heads-kv", type=int, help="key/value heads (GQA); default: --heads")
+    parser.add_argument("--head-dim", type=int)
+    parser.add_argument("--dtype", choices=checks.FLOAT_DTYPES[:3])
+    parser.add_argument("--backends", default=None,
+                        help=f"comma-separated, from {', '.join(backends.names())} (default: all that can run)")
+    parser.add_argument("--passes", default="fwd,fwd+bwd", help="fwd, fwd+bwd or both")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-check", action="store_true", help="skip the float64 reference error")
+    parser.add_argument("--no-baseline", action="store_true", help="skip dense attention")
+    parser.add_argument("--json", type=pathlib.Path, help="append records to this JSON file (and a .md table)")
+
+
+def problem_from_args(args) -> Problem:
+    """The standard problem named by --problem (default: a small CPU-friendly one), changed by
+    the other options; per-axis options given once apply to every axis."""
+    base = STANDARD_PROBLEMS[args.problem] if args.problem else DEFAULT_PROBLEM
+    spatial = args.size or base.spatial
+    rank = len(spatial)
+    same_rank = rank == base.rank
+    changes = {
+        "spatial": spatial,
+        "kernel_size": _per_axis(args.kernel_size, rank, "kernel-size")
+        or (base.kernel_size if same_rank else base.kernel_size[:1] * rank),
+        "stride": _per_axis(args.stride, rank, "stride") or (base.stride if same_rank else None),
+        "dilation": _per_axis(args.dilation, rank, "dilation") or (base.dilation if same_rank else None),
+        "is_causal": _per_axis(args.causal, rank, "causal") or (base.is_causal if same_rank else None),
+    }
+    for field in ("batch", "heads", "heads_kv", "head_dim", "dtype"):
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    if args.heads is not None and args.heads_kv is None:
+        changes["heads_kv"] = args.heads
+    customized = any(getattr(args, f) is not None for f in (
+        "size", "kernel_size", "stride", "dilation", "causal", "batch", "heads", "heads_kv", "head_dim", "dtype"))
+    name = f"{base.name}-custom" if customized else base.name
+    return dataclasses.replace(base, name=name, **changes)
+
+
+def usable_backends(problem: Problem):
+    nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride,
+                               problem.dilation, problem.is_causal)
+    request = backends.Request("attention", backends.default_platform(), problem.dtype,
+                               problem.head_dim, problem.head_dim, nbhd)
+    return [b.name for b in backends.BACKENDS if b.unsupported(request) is None]
+
+
+def main(args):
+    problem = problem_from_args(args)
+    names = args.backends.split(",") if args.backends else usable_backends(problem)
+    passes_list = args.passes.split(",")
+    for p in passes_list:
+        if p not in PASSES:
+            raise SystemExit(f"--passes: {p!r} is not one of {PASSES}")
+    if not args.no_check:
+        jax.config.update("jax_enable_x64", True)
+    records, baselines = run(problem, names, passes_list, args.warmup, args.reps,
+                             check=not args.no_check, baseline=not args.no_baseline)
+    table = format_table(problem, records, baselines)
+    print(table)
+    if args.json:
+        existing = json.loads(args.json.read_text()) if args.json.exists() else []
+        command = "python -m jax_natten " + " ".join(sys.argv[1:])
+        args.json.write_text(json.dumps(existing + json_records(problem, records, baselines, command), indent=1))
+        with args.json.with_suffix(".md").open("a") as md:
+            md.write(f"`{command}`\n\n{table}\n\n")

@@ -1,0 +1,104 @@
+"""The neighborhood of SPEC.md: the one place in Python where the window rule lives.
+
+Everything here is static NumPy on Python integers (shapes and parameters are known at trace
+time). Every backend, the benchmark and the CUDA wrappers take their windows from this module;
+the C++ twin is `cuda/include/jax_natten/neighborhood.h`.
+
+Coordinates: a query `i` on an axis of length `L` with dilation `d` lies in dilation group
+`g = i % d` at in-group coordinate `u = i // d`. Windows are half-open ranges `[a, b)` of
+in-group key coordinates; key `v` of group `g` is the position `v * d + g`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Neighborhood:
+    """Validated per-axis parameters of one neighborhood attention call (hashable, static)."""
+
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    is_causal: tuple[bool, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel_size)
+
+    @property
+    def window_size(self) -> int:
+        """Slots per query: `prod(kernel_size)` (causal windows leave some slots empty)."""
+        return math.prod(self.kernel_size)
+
+    @property
+    def any_causal(self) -> bool:
+        return any(self.is_causal)
+
+    def axes(self):
+        """Per-axis `(kernel_size, stride, dilation, is_causal)` tuples."""
+        return zip(self.kernel_size, self.stride, self.dilation, self.is_causal)
+
+
+def group_length(length: int, dilation: int, group):
+    """Length of dilation group `group` on an axis of `length` (the first `length % d` are longer)."""
+    return length // dilation + (np.asarray(group) < length % dilation)
+
+
+def window(position, length: int, kernel_size: int, stride: int, dilation: int, is_causal: bool):
+    """In-group window `[a, b)` of the queries at `position` (int array) on one axis."""
+    position = np.asarray(position)
+    group = position % dilation
+    u = position // dilation
+    lg = group_length(length, dilation, group)
+    if is_causal:
+        leader = np.minimum(stride * (u // stride) + stride - 1, lg - 1)
+        start = np.maximum(leader - kernel_size + 1, 0)
+        return start, u + 1
+    leader = np.minimum(stride * (u // stride) + stride // 2, lg - 1)
+    start = np.clip(leader - kernel_size // 2, 0, lg - kernel_size)
+    return start, start + kernel_size
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisNeighbors:
+    """Slot tables of one axis, each `[length, kernel_size]`: slot `t` of query `i` is key
+    `keys[i, t]` when `valid[i, t]` (causal windows leave trailing slots empty; their `keys`
+    entry is the query itself so that gathers stay in range)."""
+
+    keys: np.ndarray
+    valid: np.ndarray
+    rpb_index: np.ndarray
+
+
+def axis_neighbors(length, kernel_size, stride, dilation, is_causal) -> AxisNeighbors:
+    position = np.arange(length)
+    start, end = window(position, length, kernel_size, stride, dilation, is_causal)
+    v = start[:, None] + np.arange(kernel_size)[None, :]
+    valid = v < end[:, None]
+    keys = np.where(valid, v * dilation + (position % dilation)[:, None], position[:, None])
+    rpb_index = v - (position // dilation)[:, None] + kernel_size - 1
+    return AxisNeighbors(keys.astype(np.int32), valid, rpb_index.astype(np.int32))
+
+
+def inverse_window(position, length, kernel_size, stride, dilation, is_causal):
+    """In-group range `[first, end)` of the queries whose window holds the key at `position`.
+
+    Window starts and ends never decrease along a group, so these queries are contiguous; the
+    backward pass (dK, dV) sums over exactly them.
+    """
+    position = np.asarray(position)
+    first = np.empty_like(position)
+    end = np.empty_like(position)
+    for g in range(dilation):
+        queries = np.arange(g, length, dilation)
+        starts, ends = window(queries, length, kernel_size, stride, dilation, is_causal)
+        in_group = position % dilation == g
+        v = position[in_group] // dilation
+        first[in_group] = np.searchsorted(ends, v, side="right")
+        end[in_group] = np.searchsorted(starts, v, side="right")
+    return first, end

@@ -1,0 +1,247 @@
+"""Brute-force NumPy float64 oracle, written from SPEC.md's text alone.
+
+It deliberately does not import jax_natten: the per-axis rule below is a second, plain
+implementation of SPEC's "The neighborhood, one axis at a time", and everything else (masks,
+dense attention, the unfused operators) is built on it with float64 NumPy.
+
+Layout as in SPEC: `[batch, *spatial, heads, head_dim]`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# One axis
+# --------------------------------------------------------------------------------------------
+
+
+def radii(k):
+    """SPEC step 1: (left, right) with left + right + 1 == k."""
+    left = k // 2
+    right = k // 2 + k % 2 - 1
+    assert left + right + 1 == k
+    return left, right
+
+
+def group_length(L, d, g):
+    """SPEC step 2: length of dilation group g."""
+    return L // d + (1 if g < L % d else 0)
+
+
+def leader(u, Lg, s, causal):
+    """SPEC step 3: in-group coordinate of the leader of the stride group of u."""
+    if causal:
+        return min(s * (u // s) + s - 1, Lg - 1)
+    return min(s * (u // s) + s // 2, Lg - 1)
+
+
+def axis_window(i, L, k, s=1, d=1, causal=False):
+    """SPEC steps 2-4 for query i: (group g, in-group query coordinate u, [a, b) in-group)."""
+    left, _ = radii(k)
+    g = i % d
+    u = i // d
+    Lg = group_length(L, d, g)
+    m = leader(u, Lg, s, causal)
+    if causal:
+        a = max(m - k + 1, 0)
+        b = u + 1
+    else:
+        a = min(max(m - left, 0), Lg - k)  # clamp(m - left, 0, Lg - k): shift, never shrink
+        b = a + k
+    return g, u, a, b
+
+
+def axis_keys(i, L, k, s=1, d=1, causal=False):
+    """SPEC step 5: the sorted list of keys that query i attends to on this axis."""
+    g, _, a, b = axis_window(i, L, k, s, d, causal)
+    return [v * d + g for v in range(a, b)]
+
+
+def axis_mask(L, k, s=1, d=1, causal=False):
+    """Boolean `[L, L]`: mask[i, j] says query i attends to key j on this axis."""
+    mask = np.zeros((L, L), dtype=bool)
+    for i in range(L):
+        mask[i, axis_keys(i, L, k, s, d, causal)] = True
+    return mask
+
+
+def axis_slots(L, k, s=1, d=1, causal=False):
+    """Slot tables of one axis, `[L, k]` each: slot t of query i means in-group key coordinate
+    `a + t`; it is valid when `a + t < b`. Returns (key position, valid, rpb offset index)."""
+    keys = np.zeros((L, k), dtype=np.int64)
+    valid = np.zeros((L, k), dtype=bool)
+    rpb_index = np.zeros((L, k), dtype=np.int64)
+    for i in range(L):
+        g, u, a, b = axis_window(i, L, k, s, d, causal)
+        for t in range(k):
+            v = a + t
+            if v < b:
+                valid[i, t] = True
+                keys[i, t] = v * d + g
+                rpb_index[i, t] = v - u + k - 1  # (j - i) / d + k - 1
+    return keys, valid, rpb_index
+
+
+# --------------------------------------------------------------------------------------------
+# N-D neighborhoods
+# --------------------------------------------------------------------------------------------
+
+
+def per_axis(value, rank):
+    """A plain value for every axis, or a tuple with one per axis."""
+    if isinstance(value, (tuple, list)):
+        assert len(value) == rank
+        return tuple(value)
+    return (value,) * rank
+
+
+def dense_mask(spatial, kernel_size, stride=1, dilation=1, is_causal=False):
+    """Boolean `[tokens, tokens]` (row-major flattened tokens): the product of the axis masks."""
+    rank = len(spatial)
+    params = zip(spatial, per_axis(kernel_size, rank), per_axis(stride, rank),
+                 per_axis(dilation, rank), per_axis(is_causal, rank))
+    mask = np.ones((1, 1), dtype=bool)
+    for L, k, s, d, c in params:
+        mask = np.kron(mask, axis_mask(L, k, s, d, c)).astype(bool)
+    return mask
+
+
+def dense_bias(rpb, spatial, kernel_size, dilation=1):
+    """`[heads, tokens, tokens]` float64: rpb[h, (j_1 - i_1)/d_1 + k_1 - 1, ...] for every query i
+    and key j of the same dilation groups (other pairs: 0, they are masked anyway)."""
+    rank = len(spatial)
+    ks, ds = per_axis(kernel_size, rank), per_axis(dilation, rank)
+    rpb = np.asarray(rpb, np.float64)
+    coords = np.stack(np.unravel_index(np.arange(math.prod(spatial)), spatial))  # [rank, tokens]
+    index = []
+    for axis in range(rank):
+        offset = (coords[axis][None, :] - coords[axis][:, None]) // ds[axis] + ks[axis] - 1
+        index.append(np.clip(offset, 0, 2 * ks[axis] - 2))
+    return rpb[(slice(None), *index)]
+
+
+def slot_tables(spatial, kernel_size, stride=1, dilation=1, is_causal=False):
+    """`[tokens, w]` tables over row-major slots (w = prod(kernel_size)): flat key index, valid,
+    and per-axis rpb offset indices (a list of `[tokens, w]`)."""
+    rank = len(spatial)
+    tables = [axis_slots(L, k, s, d, c) for L, k, s, d, c in zip(
+        spatial, per_axis(kernel_size, rank), per_axis(stride, rank),
+        per_axis(dilation, rank), per_axis(is_causal, rank))]
+    kernel = [t[0].shape[1] for t in tables]
+    tokens = math.prod(spatial)
+    w = math.prod(kernel)
+    key = np.zeros((tokens, w), dtype=np.int64)
+    valid = np.zeros((tokens, w), dtype=bool)
+    rpb_index = [np.zeros((tokens, w), dtype=np.int64) for _ in range(rank)]
+    for x, query in enumerate(itertools.product(*(range(L) for L in spatial))):
+        for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
+            ok = all(tables[a][1][query[a], offsets[a]] for a in range(rank))
+            if not ok:
+                continue
+            valid[x, t] = True
+            key[x, t] = np.ravel_multi_index(
+                tuple(tables[a][0][query[a], offsets[a]] for a in range(rank)), spatial)
+            for a in range(rank):
+                rpb_index[a][x, t] = tables[a][2][query[a], offsets[a]]
+    return key, valid, rpb_index
+
+
+# --------------------------------------------------------------------------------------------
+# Attention in float64
+# --------------------------------------------------------------------------------------------
+
+
+def _f64(x):
+    return None if x is None else np.asarray(x, np.float64)
+
+
+def _tokens(x):
+    """`[batch, *spatial, heads, dim]` -> `[batch, tokens, heads, dim]`."""
+    return x.reshape(x.shape[0], -1, *x.shape[-2:])
+
+
+def kv_head(heads, heads_kv):
+    """SPEC's GQA rule: query head h reads key/value head h // (heads // heads_kv)."""
+    return np.arange(heads) // (heads // heads_kv)
+
+
+def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
+              additional_keys=None, additional_values=None, rpb=None):
+    """Dense masked attention in float64. Returns (out `[batch, *spatial, heads, head_dim_v]`,
+    lse `[batch, *spatial, heads]`)."""
+    q, k, v = _f64(query), _f64(key), _f64(value)
+    ak, av = _f64(additional_keys), _f64(additional_values)
+    spatial = q.shape[1:-2]
+    heads, head_dim = q.shape[-2:]
+    heads_kv = k.shape[-2]
+    if scale is None:
+        scale = head_dim ** -0.5
+    mask = dense_mask(spatial, kernel_size, stride, dilation, is_causal)
+    hk = kv_head(heads, heads_kv)
+
+    qt, kt, vt = _tokens(q), _tokens(k)[:, :, hk], _tokens(v)[:, :, hk]  # kv heads -> query heads
+    scores = scale * np.einsum("bihd,bjhd->bhij", qt, kt)
+    if rpb is not None:
+        scores = scores + dense_bias(rpb, spatial, kernel_size, dilation)[None]
+    scores = np.where(mask[None, None], scores, -np.inf)
+    values = vt
+    if ak is not None:
+        extra = scale * np.einsum("bihd,bnhd->bhin", qt, ak[:, :, hk])
+        scores = np.concatenate([scores, extra], axis=-1)
+        values = np.concatenate([vt, av[:, :, hk]], axis=1)
+    top = scores.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(scores - top).sum(axis=-1)) + top[..., 0]  # [b, h, i]
+    probs = np.exp(scores - lse[..., None])
+    out = np.einsum("bhij,bjhd->bihd", probs, values)
+    out = out.reshape(*q.shape[:-1], values.shape[-1])
+    lse = np.moveaxis(lse, 1, -1).reshape(q.shape[:-1])
+    return out, lse
+
+
+def qk(query, key, kernel_size, stride=1, dilation=1, is_causal=False, rpb=None):
+    """PN: `[batch, *spatial, heads, prod(k)]` unscaled q.k (+ rpb); -inf in empty causal slots."""
+    q, k = _f64(query), _f64(key)
+    spatial = q.shape[1:-2]
+    heads, heads_kv = q.shape[-2], k.shape[-2]
+    nbr, valid, rpb_index = slot_tables(spatial, kernel_size, stride, dilation, is_causal)
+    qt = _tokens(q)
+    kt = _tokens(k)[:, :, kv_head(heads, heads_kv)]
+    # kt[:, nbr] is [batch, tokens, w, heads, dim]
+    attn = np.einsum("bxhd,bxthd->bxht", qt, kt[:, nbr])
+    if rpb is not None:
+        bias = _f64(rpb)[(slice(None), *rpb_index)]  # [heads, tokens, w]
+        attn = attn + np.moveaxis(bias, 0, 1)[None]
+    attn = np.where(valid[None, :, None, :], attn, -np.inf)
+    return attn.reshape(*q.shape[:-1], nbr.shape[1])
+
+
+def av(attn, value, kernel_size, stride=1, dilation=1, is_causal=False):
+    """NN: `[batch, *spatial, heads, head_dim_v]` = sum over valid slots of attn * v[neighbor]."""
+    a, v = _f64(attn), _f64(value)
+    spatial = a.shape[1:-2]
+    heads, heads_kv = a.shape[-2], v.shape[-2]
+    nbr, valid, _ = slot_tables(spatial, kernel_size, stride, dilation, is_causal)
+    at = _tokens(a)
+    at = np.where(valid[None, :, None, :], at, 0.0)
+    vt = _tokens(v)[:, :, kv_head(heads, heads_kv)]
+    out = np.einsum("bxht,bxthd->bxhd", at, vt[:, nbr])
+    return out.reshape(*a.shape[:-1], v.shape[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison
+# --------------------------------------------------------------------------------------------
+
+
+def rel_err(x, ref):
+    """SPEC's `||x - ref|| / ||ref||` in float64 (NaN if x has a NaN or ref is all zero)."""
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    assert x.shape == ref.shape, (x.shape, ref.shape)
+    norm = np.linalg.norm(ref)
+    if norm == 0:
+        return float("nan")
+    return float(np.linalg.norm(x - ref) / norm)
