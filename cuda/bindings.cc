@@ -9,6 +9,9 @@
 namespace nb = nanobind;
 
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenWindowBounds);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnNaive);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnNaive);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInNaive);
 
 namespace {
 
@@ -25,6 +28,9 @@ NB_MODULE(_cuda, m) {
   m.def("registrations", []() {
     nb::dict targets;
     targets["window_bounds"] = Capsule(JaxNattenWindowBounds);
+    targets["na_pn_naive"] = Capsule(JaxNattenPnNaive);
+    targets["na_nn_naive"] = Capsule(JaxNattenNnNaive);
+    targets["na_in_naive"] = Capsule(JaxNattenInNaive);
     return targets;
   });
 }

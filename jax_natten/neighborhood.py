@@ -102,3 +102,21 @@ def inverse_window(position, length, kernel_size, stride, dilation, is_causal):
         first[in_group] = np.searchsorted(ends, v, side="right")
         end[in_group] = np.searchsorted(starts, v, side="right")
     return first, end
+
+
+def token_slot_tables(spatial_shape, nbhd: Neighborhood):
+    """N-D slot tables over flat tokens, each `[tokens, window]`: the flat key token, whether the
+    slot holds a key, and the flat offset into a `[2k_1-1, ..., 2k_n-1]` bias table."""
+    rank = len(spatial_shape)
+    keys, valid, bias = np.zeros((), np.int64), np.ones((), bool), np.zeros((), np.int64)
+    for axis, (length, params) in enumerate(zip(spatial_shape, nbhd.axes())):
+        table = axis_neighbors(length, *params)
+        # Axis `axis` varies along token axis `axis` and slot axis `rank + axis`.
+        shape = [1] * (2 * rank)
+        shape[axis], shape[rank + axis] = length, params[0]
+        keys = keys * length + table.keys.reshape(shape)
+        valid = valid & table.valid.reshape(shape)
+        bias = bias * (2 * params[0] - 1) + table.rpb_index.reshape(shape)
+    full = tuple(spatial_shape) + nbhd.kernel_size
+    tokens = math.prod(spatial_shape)
+    return tuple(np.broadcast_to(x, full).reshape(tokens, nbhd.window_size) for x in (keys, valid, bias))

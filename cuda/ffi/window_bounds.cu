@@ -6,8 +6,6 @@
 #include "jax_natten/neighborhood.h"
 #include "xla/ffi/api/ffi.h"
 
-namespace ffi = xla::ffi;
-
 namespace jax_natten {
 namespace {
 
@@ -40,6 +38,8 @@ ffi::Error WindowBoundsImpl(cudaStream_t stream, int64_t length, int64_t kernel_
 
 }  // namespace
 }  // namespace jax_natten
+
+namespace ffi = xla::ffi;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxNattenWindowBounds, jax_natten::WindowBoundsImpl,
                               ffi::Ffi::Bind()

@@ -13,6 +13,8 @@ import logging
 import jax
 
 from jax_natten.backends import reference
+from jax_natten.backends.unfused import UnfusedBackend
+from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood
 
 logger = logging.getLogger("jax_natten")
@@ -47,7 +49,7 @@ class ReferenceBackend:
     av = staticmethod(reference.av)
 
 
-BACKENDS = (ReferenceBackend(),)
+BACKENDS = (UnfusedBackend("naive", UnfusedKernels("naive")), ReferenceBackend())
 
 
 def names():

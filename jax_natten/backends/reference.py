@@ -68,7 +68,7 @@ class _Slots:
         return table.reshape(rpb.shape[0], -1).T
 
 
-def _split_heads(x, heads_kv):
+def split_heads(x, heads_kv):
     """`[batch, *spatial, heads, dim]` -> `[batch, tokens, heads_kv, group, dim]`."""
     return x.reshape(x.shape[0], -1, heads_kv, x.shape[-2] // heads_kv, x.shape[-1])
 
@@ -121,25 +121,32 @@ def _neighbor_sum(weights, v, slots: _Slots):
     return out
 
 
+def extra_logits(query, additional_keys, scale):
+    """`scale * q.k` against the additional keys, `[batch, tokens, heads_kv, group, n_extra]`."""
+    q = split_heads(query, additional_keys.shape[-2])
+    return scale * jnp.einsum("bthgd,bnhd->bthgn", q, additional_keys, precision=_HIGHEST,
+                              preferred_element_type=accumulation_dtype(query.dtype))
+
+
+def extra_sum(probs, additional_values):
+    """`sum_n probs[..., n] * additional_values[n]`, `[batch, tokens, heads_kv, group, head_dim_v]`."""
+    return jnp.einsum("bthgn,bnhd->bthgd", probs, additional_values, precision=_HIGHEST,
+                      preferred_element_type=probs.dtype)
+
+
 def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
               additional_keys=None, additional_values=None):
     """Neighborhood attention; returns `(out, lse)` (lse in the accumulation dtype)."""
-    heads_kv = key.shape[-2]
-    acc = accumulation_dtype(query.dtype)
     slots = _Slots(query.shape[1:-2], nbhd)
-    q = _split_heads(query, heads_kv)
-    logits = _neighbor_logits(q, _tokens(key), slots, scale, rpb)
+    logits = _neighbor_logits(split_heads(query, key.shape[-2]), _tokens(key), slots, scale, rpb)
     if additional_keys is not None:
-        extra = scale * jnp.einsum("bthgd,bnhd->bthgn", q, additional_keys, precision=_HIGHEST,
-                                   preferred_element_type=acc)
-        logits = jnp.concatenate([logits, extra], axis=-1)
+        logits = jnp.concatenate([logits, extra_logits(query, additional_keys, scale)], axis=-1)
     lse = jax.nn.logsumexp(logits, axis=-1)
     probs = jnp.exp(logits - lse[..., None])
     window = nbhd.window_size
     out = _neighbor_sum(probs[..., :window], _tokens(value), slots)
     if additional_values is not None:
-        out = out + jnp.einsum("bthgn,bnhd->bthgd", probs[..., window:], additional_values,
-                               precision=_HIGHEST, preferred_element_type=acc)
+        out = out + extra_sum(probs[..., window:], additional_values)
     out = out.reshape(query.shape[:-1] + value.shape[-1:]).astype(query.dtype)
     return out, lse.reshape(query.shape[:-1])
 
@@ -147,13 +154,13 @@ def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
 def qk(query, key, nbhd: Neighborhood, rpb=None):
     """PN: `[batch, *spatial, heads, window]` logits `q.k (+ rpb)`, -inf in empty causal slots."""
     slots = _Slots(query.shape[1:-2], nbhd)
-    logits = _neighbor_logits(_split_heads(query, key.shape[-2]), _tokens(key), slots, 1.0, rpb)
+    logits = _neighbor_logits(split_heads(query, key.shape[-2]), _tokens(key), slots, 1.0, rpb)
     return logits.reshape(query.shape[:-1] + (nbhd.window_size,)).astype(query.dtype)
 
 
 def av(attn, value, nbhd: Neighborhood):
     """NN: `[batch, *spatial, heads, head_dim_v]` weighted sums; empty causal slots are ignored."""
     slots = _Slots(attn.shape[1:-2], nbhd)
-    weights = _split_heads(attn, value.shape[-2]).astype(accumulation_dtype(attn.dtype))
+    weights = split_heads(attn, value.shape[-2]).astype(accumulation_dtype(attn.dtype))
     out = _neighbor_sum(weights, _tokens(value), slots)
     return out.reshape(attn.shape[:-1] + value.shape[-1:]).astype(attn.dtype)

@@ -6,12 +6,14 @@ of failing at import.
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 
 TARGET_PREFIX = "jax_natten_"
 
 try:
-    from jax_natten import _cuda
+    _cuda = importlib.import_module("jax_natten._cuda")
 except ImportError as error:
     _cuda = None
     _import_error = error

@@ -7,6 +7,8 @@
 // group g is the position v * d + g.
 #pragma once
 
+#include <cstdint>
+
 #if defined(__CUDACC__)
 #define JAX_NATTEN_HOST_DEVICE __host__ __device__ __forceinline__
 #else
@@ -70,6 +72,43 @@ JAX_NATTEN_HOST_DEVICE Range inverse_window(const AxisParams& p, int position) {
     if (in_group_window(p, mid, lg).start > v) hi = mid; else lo = mid + 1;
   }
   return {first, lo};
+}
+
+constexpr int kMaxRank = 3;
+
+// The token grid of one call: per-axis parameters of a row-major [*spatial] layout.
+struct Grid {
+  int rank;
+  AxisParams axis[kMaxRank];
+};
+
+// Key that the query at flat token `token` reads in window slot `slot` (row-major over the
+// per-axis kernel offsets), with its flat offset into the [heads, 2k_1-1, ...] bias table.
+struct Neighbor {
+  int64_t token;
+  int bias_offset;
+  bool valid;  // false for the empty slots of causal windows
+};
+
+JAX_NATTEN_HOST_DEVICE Neighbor neighbor(const Grid& grid, int64_t token, int slot) {
+  int offsets[kMaxRank];
+  int positions[kMaxRank];
+  for (int a = grid.rank - 1; a >= 0; --a) {
+    offsets[a] = slot % grid.axis[a].kernel_size;
+    slot /= grid.axis[a].kernel_size;
+    positions[a] = static_cast<int>(token % grid.axis[a].length);
+    token /= grid.axis[a].length;
+  }
+  Neighbor n{0, 0, true};
+  for (int a = 0; a < grid.rank; ++a) {
+    const AxisParams& p = grid.axis[a];
+    Range w = window(p, positions[a]);
+    int v = w.start + offsets[a];
+    n.valid = n.valid && v < w.end;
+    n.token = n.token * p.length + v * p.dilation + positions[a] % p.dilation;
+    n.bias_offset = n.bias_offset * (2 * p.kernel_size - 1) + v - positions[a] / p.dilation + p.kernel_size - 1;
+  }
+  return n;
 }
 
 }  // namespace jax_natten

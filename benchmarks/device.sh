@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# On the lent GPU machine: build and install jax_natten from source, run the GPU tests and the
+# benchmarks, and leave logs and results under $OUT. Stages run in the order given:
+#   bash benchmarks/device.sh build test sanitize bench
+# The CUTLASS wheel travels in .device/ (bash ../shared/device/prepare.sh; carry ".device").
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-/tmp/jax_natten_out}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+python3 -m pip install -q --no-index --no-deps --target /tmp/device_site "$repo"/.device/*.whl || exit 1
+export PYTHONPATH=/tmp/device_site
+status=0
+
+build() {
+  local start=$SECONDS
+  (cd "$repo" && JAX_NATTEN_CUDA=ON JAX_NATTEN_CUDA_ARCHS=${JAX_NATTEN_CUDA_ARCHS:-90a-real} CMAKE_BUILD_PARALLEL_LEVEL=16 \
+    python3 -m pip install -v --no-build-isolation --no-deps . >"$out/build.log" 2>&1) || { tail -40 "$out/build.log"; return 1; }
+  echo "build: $((SECONDS - start)) s (JAX_NATTEN_CUDA_ARCHS=${JAX_NATTEN_CUDA_ARCHS:-90a-real})" | tee -a "$out/summary.txt"
+}
+
+# Tests run from /tmp so that the installed package, not the source tree, is imported.
+test() {
+  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -n 8 -p no:cacheprovider \
+    $(ls "$repo"/tests/test_cuda.py "$repo"/tests/test_unfused_cuda.py 2>/dev/null) 2>&1 | tee "$out/tests.log" | tail -15)
+}
+
+sanitize() {
+  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_SWEEP=2 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 -m pytest -q -x -p no:cacheprovider "$repo/tests/test_unfused_cuda.py" -k "chunk0 or chunk1" \
+    >"$out/sanitizer.log" 2>&1; echo "compute-sanitizer memcheck exit $?" | tee -a "$out/summary.txt"; tail -5 "$out/sanitizer.log")
+}
+
+bench() {
+  local date device
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  for problem in 2d-nat 2d-dinat; do
+    (cd /tmp && python3 -m jax_natten bench --problem "$problem" --backends naive,reference --reps 20 \
+      --no-check --json "$out/$date-$device-unfused.json") 2>&1 | tail -8
+  done
+}
+
+for stage in "$@"; do
+  echo "== $stage"
+  "$stage" || status=1
+done
+exit $status

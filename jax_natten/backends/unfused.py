@@ -1,0 +1,109 @@
+"""Unfused CUDA backends ("naive", "gemm"): attention as PN -> softmax in XLA -> NN, each operator
+differentiable through a `jax.custom_vjp` built from the same three kernels:
+
+  logits = scale * PN(q, k) + rpb:  dq = scale * NN(dlogits, k),  dk = scale * IN(dlogits, q),
+                                    drpb = the sum of dlogits over the slots that read each entry;
+  out = NN(weights, v):             dweights = PN(dout, v),  dv = IN(weights, dout).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_natten import cuda
+from jax_natten.backends import reference
+from jax_natten.cuda.unfused import UnfusedKernels
+from jax_natten.neighborhood import Neighborhood, token_slot_tables
+
+CUDA_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _pn(kernels: UnfusedKernels, nbhd: Neighborhood, scale, out_dtype, query, key, rpb):
+    return kernels.pn(query, key, rpb, nbhd, scale, -np.inf, out_dtype)
+
+
+def _pn_fwd(kernels, nbhd, scale, out_dtype, query, key, rpb):
+    return _pn(kernels, nbhd, scale, out_dtype, query, key, rpb), (query, key, rpb)
+
+
+def _pn_bwd(kernels, nbhd, scale, out_dtype, residuals, d_logits):
+    query, key, rpb = residuals
+    d_query = kernels.nn(d_logits, key, nbhd, scale)
+    d_key = kernels.inverse(d_logits, query, nbhd, key.shape[-2], scale)
+    d_rpb = None if rpb is None else _rpb_gradient(d_logits, nbhd, rpb)
+    return d_query, d_key, d_rpb
+
+
+_pn.defvjp(_pn_fwd, _pn_bwd)
+
+
+def _rpb_gradient(d_logits, nbhd: Neighborhood, rpb):
+    """Each bias entry's gradient: the sum of the logit gradients of the slots that read it."""
+    heads, window = d_logits.shape[-2:]
+    _, valid, bias_index = token_slot_tables(d_logits.shape[1:-2], nbhd)
+    d = d_logits.reshape(d_logits.shape[0], -1, heads, window).astype(jnp.float32)
+    d = jnp.where(valid[None, :, None, :], d, 0).sum(0)
+    d = jnp.moveaxis(d, 1, 0).reshape(heads, -1)
+    table = jnp.zeros((heads, rpb[0].size), jnp.float32).at[:, bias_index.reshape(-1)].add(d)
+    return table.reshape(rpb.shape).astype(rpb.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _nn(kernels: UnfusedKernels, nbhd: Neighborhood, weights, value):
+    return kernels.nn(weights, value, nbhd, 1.0)
+
+
+def _nn_fwd(kernels, nbhd, weights, value):
+    return _nn(kernels, nbhd, weights, value), (weights, value)
+
+
+def _nn_bwd(kernels, nbhd, residuals, d_out):
+    weights, value = residuals
+    d_weights = kernels.pn(d_out, value, None, nbhd, 1.0, 0.0, weights.dtype)
+    d_value = kernels.inverse(weights, d_out, nbhd, value.shape[-2], 1.0)
+    return d_weights, d_value
+
+
+_nn.defvjp(_nn_fwd, _nn_bwd)
+
+
+class UnfusedBackend:
+    """PN, NN and IN as CUDA kernels; softmax, LSE and the additional tokens in XLA."""
+
+    def __init__(self, name: str, kernels: UnfusedKernels):
+        self.name = name
+        self.kernels = kernels
+
+    def unsupported(self, request):
+        reason = cuda.unavailable_reason(request.platform)
+        if reason is not None:
+            return reason
+        if request.dtype not in CUDA_DTYPES:
+            return f"dtype {request.dtype}: the CUDA kernels take {', '.join(CUDA_DTYPES)}"
+        return None
+
+    def qk(self, query, key, nbhd, rpb=None):
+        return _pn(self.kernels, nbhd, 1.0, query.dtype, query, key, rpb)
+
+    def av(self, attn, value, nbhd):
+        return _nn(self.kernels, nbhd, attn, value)
+
+    def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None):
+        logits = _pn(self.kernels, nbhd, scale, jnp.dtype(jnp.float32), query, key, rpb)
+        if additional_keys is not None:
+            extra = reference.extra_logits(query, additional_keys, scale).astype(jnp.float32)
+            logits = jnp.concatenate([logits, extra.reshape(query.shape[:-1] + extra.shape[-1:])], axis=-1)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        probs = jnp.exp(logits - lse[..., None])
+        window = nbhd.window_size
+        out = _nn(self.kernels, nbhd, probs[..., :window], value)
+        if additional_values is not None:
+            extra_probs = reference.split_heads(probs[..., window:], additional_values.shape[-2])
+            extra_out = reference.extra_sum(extra_probs, additional_values.astype(jnp.float32))
+            out = (out.astype(jnp.float32) + extra_out.reshape(out.shape)).astype(value.dtype)
+        return out, lse
