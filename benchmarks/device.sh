@@ -21,13 +21,13 @@ build() {
 
 # Tests run from /tmp so that the installed package, not the source tree, is imported.
 test() {
-  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -n 8 -p no:cacheprovider \
+  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -n 14 -p no:cacheprovider -p no:benchmark \
     $(ls "$repo"/tests/test_cuda.py "$repo"/tests/test_unfused_cuda.py 2>/dev/null) 2>&1 | tee "$out/tests.log" | tail -15)
 }
 
 sanitize() {
-  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_SWEEP=2 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    python3 -m pytest -q -x -p no:cacheprovider "$repo/tests/test_unfused_cuda.py" -k "chunk0 or chunk1" \
+  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 -m pytest -q -x -p no:cacheprovider "$repo/tests/test_unfused_cuda.py" -k matches_reference \
     >"$out/sanitizer.log" 2>&1; echo "compute-sanitizer memcheck exit $?" | tee -a "$out/summary.txt"; tail -5 "$out/sanitizer.log")
 }
 

@@ -5,7 +5,9 @@ additional tokens). Before each configuration a large NaN buffer is written and 
 XLA's allocator hands the kernels poisoned memory: an output element a kernel fails to write
 shows up as NaN.
 
-`JAX_NATTEN_GPU_SWEEP` sets the configurations per test (default 25; 8 tests per dtype).
+`JAX_NATTEN_GPU_SWEEP` sets the configurations per test (default 25) and `JAX_NATTEN_GPU_CHUNKS`
+the tests per dtype and backend (default 8): 200 configurations per dtype, each checking qk, av
+and attention, forward and backward. The reference runs in float64 on the CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax_natten as jn
 
 TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1e-2}
 PER_TEST = int(os.environ.get("JAX_NATTEN_GPU_SWEEP", "25"))
-CHUNKS = 8
+CHUNKS = int(os.environ.get("JAX_NATTEN_GPU_CHUNKS", "8"))
 UNFUSED_BACKENDS = ("naive",)
 
 
@@ -65,70 +67,80 @@ def assert_close(name, got, want, dtype, config):
 
 
 def make_inputs(rng, c, dtype):
+    """Random inputs of config `c` (None for absent optional ones), cotangents included."""
+    b, sp, window = c["batch"], c["spatial"], int(np.prod(c["kernel_size"]))
+
+    dtype = jnp.dtype(dtype)
+
     def normal(*shape):
-        x = jnp.asarray(rng.standard_normal(shape), dtype)
-        return x, x.astype(jnp.float64)
+        return rng.standard_normal(shape).astype(dtype)
 
-    b, sp = c["batch"], c["spatial"]
-    q = normal(b, *sp, c["heads"], c["head_dim"])
-    k = normal(b, *sp, c["heads_kv"], c["head_dim"])
-    v = normal(b, *sp, c["heads_kv"], c["head_dim_v"])
-    rpb = normal(c["heads"], *(2 * x - 1 for x in c["kernel_size"])) if c["rpb"] else (None, None)
-    extra = (normal(b, c["extra"], c["heads_kv"], c["head_dim"]), normal(b, c["extra"], c["heads_kv"], c["head_dim_v"])) if c["extra"] else None
-    return q, k, v, rpb, extra
+    return {
+        "q": normal(b, *sp, c["heads"], c["head_dim"]),
+        "k": normal(b, *sp, c["heads_kv"], c["head_dim"]),
+        "v": normal(b, *sp, c["heads_kv"], c["head_dim_v"]),
+        "rpb": normal(c["heads"], *(2 * x - 1 for x in c["kernel_size"])) if c["rpb"] else None,
+        "ek": normal(b, c["extra"], c["heads_kv"], c["head_dim"]) if c["extra"] else None,
+        "ev": normal(b, c["extra"], c["heads_kv"], c["head_dim_v"]) if c["extra"] else None,
+        "attn": rng.random((b, *sp, c["heads"], window)).astype(dtype),
+        "d_logits": normal(b, *sp, c["heads"], window),
+        "d_av": normal(b, *sp, c["heads"], c["head_dim_v"]),
+        "d_out": normal(b, *sp, c["heads"], c["head_dim_v"]),
+        "d_lse": rng.standard_normal((b, *sp, c["heads"])).astype(np.float32),
+    }
 
 
-def check_qk_av(backend, rng, c, dtype):
-    nbhd = dict(kernel_size=c["kernel_size"], stride=c["stride"], dilation=c["dilation"], is_causal=c["is_causal"])
-    (q, q64), (k, k64), (v, v64), (rpb, rpb64), _ = make_inputs(rng, c, dtype)
-
+def all_results(x, c, backend):
+    """qk, av and attention with their gradients, in one function so that each configuration
+    compiles once per backend."""
     rank = len(c["spatial"])
-    na_qk = getattr(jn, f"na{rank}d_qk")
-    na_av = getattr(jn, f"na{rank}d_av")
-
-    logits, qk_vjp = jax.vjp(lambda q, k, r: na_qk(q, k, rpb=r, backend=backend, **nbhd), q, k, rpb)
-    ref_logits, ref_qk_vjp = jax.vjp(lambda q, k, r: na_qk(q, k, rpb=r, backend="reference", **nbhd), q64, k64, rpb64)
-    finite = np.isfinite(np.asarray(ref_logits))
-    assert (np.isfinite(np.asarray(logits, np.float64)) == finite).all(), f"qk: empty slots differ for {c}"
-    assert_close("qk", np.where(finite, logits.astype(jnp.float64), 0), np.where(finite, ref_logits, 0), dtype, c)
-    d_logits = jnp.asarray(rng.standard_normal(logits.shape), dtype)
-    for name, got, want in zip(("dq", "dk", "drpb"), qk_vjp(d_logits), ref_qk_vjp(d_logits.astype(jnp.float64))):
-        if want is not None:
-            assert_close(f"qk {name}", got, want, dtype, c)
-
-    attn = jnp.asarray(rng.random(logits.shape), dtype)
-    out, av_vjp = jax.vjp(lambda a, v: na_av(a, v, backend=backend, **nbhd), attn, v)
-    ref_out, ref_av_vjp = jax.vjp(lambda a, v: na_av(a, v, backend="reference", **nbhd), attn.astype(jnp.float64), v64)
-    assert_close("av", out, ref_out, dtype, c)
-    d_out = jnp.asarray(rng.standard_normal(out.shape), dtype)
-    got_da, got_dv = av_vjp(d_out)
-    want_da, want_dv = ref_av_vjp(d_out.astype(jnp.float64))
-    # The weights of empty causal slots are ignored, so their gradient is zero on both sides.
-    assert_close("av dattn", got_da, want_da, dtype, c)
-    assert_close("av dv", got_dv, want_dv, dtype, c)
-
-
-def check_attention(backend, rng, c, dtype):
     nbhd = dict(kernel_size=c["kernel_size"], stride=c["stride"], dilation=c["dilation"], is_causal=c["is_causal"])
-    (q, q64), (k, k64), (v, v64), (rpb, rpb64), extra = make_inputs(rng, c, dtype)
-    (ek, ek64), (ev, ev64) = extra if extra else ((None, None), (None, None))
+    na_qk, na_av = getattr(jn, f"na{rank}d_qk"), getattr(jn, f"na{rank}d_av")
+    results = {}
+    logits, vjp = jax.vjp(lambda q, k, r: na_qk(q, k, rpb=r, backend=backend, **nbhd), x["q"], x["k"], x["rpb"])
+    results["qk"] = logits
+    results["qk dq"], results["qk dk"], results["qk drpb"] = vjp(x["d_logits"])
+    out, vjp = jax.vjp(lambda a, v: na_av(a, v, backend=backend, **nbhd), x["attn"], x["v"])
+    results["av"] = out
+    results["av dattn"], results["av dv"] = vjp(x["d_av"])
 
-    def run(q, k, v, rpb, ek, ev, backend):
+    def attention(q, k, v, rpb, ek, ev):
         return jn.neighborhood_attention(q, k, v, rpb=rpb, additional_keys=ek, additional_values=ev,
                                          return_lse=True, backend=backend, **nbhd)
 
-    (out, lse), vjp = jax.vjp(lambda *a: run(*a, backend), q, k, v, rpb, ek, ev)
-    (ref_out, ref_lse), ref_vjp = jax.vjp(lambda *a: run(*a, "reference"), q64, k64, v64, rpb64, ek64, ev64)
-    assert out.dtype == q.dtype and lse.dtype == jnp.float32
-    assert_close("attention out", out, ref_out, dtype, c)
-    assert_close("attention lse", lse, ref_lse, dtype, c)
-    d_out = jnp.asarray(rng.standard_normal(out.shape), dtype)
-    d_lse = jnp.asarray(rng.standard_normal(lse.shape), jnp.float32)
-    grads = vjp((d_out, d_lse))
-    ref_grads = ref_vjp((d_out.astype(jnp.float64), d_lse.astype(jnp.float64)))
-    for name, got, want in zip(("dq", "dk", "dv", "drpb", "dek", "dev"), grads, ref_grads):
-        if want is not None:
-            assert_close(f"attention {name}", got, want, dtype, c)
+    (out, lse), vjp = jax.vjp(attention, x["q"], x["k"], x["v"], x["rpb"], x["ek"], x["ev"])
+    results["attention"], results["attention lse"] = out, lse
+    grads = vjp((x["d_out"], x["d_lse"].astype(lse.dtype)))
+    for name, g in zip(("dq", "dk", "dv", "drpb", "dek", "dev"), grads):
+        results[f"attention {name}"] = g
+    return results
+
+
+def check_config(backend, rng, c, dtype):
+    """The backend on the GPU against the reference in float64 on the CPU (fast to compile)."""
+    x = make_inputs(rng, c, dtype)
+    poison_allocator()
+    got = jax.jit(all_results, static_argnums=(1, 2))(jax.device_put(x, jax.devices()[0]), _frozen(c), backend)
+    x64 = {k: None if v is None else v.astype(np.float64) for k, v in x.items()}
+    with jax.default_device(jax.devices("cpu")[0]):
+        want = jax.jit(all_results, static_argnums=(1, 2))(x64, _frozen(c), "reference")
+    assert got["attention"].dtype == jnp.dtype(dtype) and got["attention lse"].dtype == jnp.float32
+    finite = np.isfinite(np.asarray(want["qk"]))
+    assert (np.isfinite(np.asarray(got["qk"], np.float64)) == finite).all(), f"qk: empty slots differ for {c}"
+    for name in want:
+        if want[name] is None:
+            continue
+        if name == "qk":
+            assert_close(name, np.where(finite, np.asarray(got[name], np.float64), 0), np.where(finite, want[name], 0), dtype, c)
+        else:
+            assert_close(name, got[name], want[name], dtype, c)
+
+
+class _frozen(dict):
+    """A hashable config, for jit's static arguments."""
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items())))
 
 
 @pytest.mark.gpu
@@ -138,10 +150,7 @@ def check_attention(backend, rng, c, dtype):
 def test_unfused_matches_reference(gpu, backend, dtype, chunk):
     rng = np.random.default_rng([chunk, len(dtype)])
     for _ in range(PER_TEST):
-        config = random_config(rng)
-        poison_allocator()
-        check_qk_av(backend, rng, config, dtype)
-        check_attention(backend, rng, config, dtype)
+        check_config(backend, rng, random_config(rng), dtype)
 
 
 @pytest.mark.gpu
