@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import pathlib
 import statistics
 import subprocess
@@ -206,11 +207,13 @@ def format_table(problem: Problem, records, baselines):
 
 
 def json_records(problem: Problem, records, baselines, command):
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = os.environ.get("JAX_NATTEN_COMMIT")
+    if commit is None:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
     common = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
               "commit": commit, "command": command, "problem": problem.name, "rank": problem.rank,
               "devices": 1, "dtype": problem.dtype}
@@ -320,3 +323,68 @@ def main(args):
         args.json.write_text(json.dumps(existing + json_records(problem, records, baselines, command), indent=1))
         with args.json.with_suffix(".md").open("a") as md:
             md.write(f"`{command}`\n\n{table}\n\n")
+
+
+def paper_sweep():
+    """The documented sweep for comparing our backends with each other (the seed paper's
+    GEMM-over-naive and fused-over-naive figures): 1-D and 2-D problems, kernel sizes 3 to 63,
+    dilation 1 to 8, several resolutions and batch/head counts, head_dim 64."""
+    problems = []
+    for length, batch, heads in ((1024, 4, 4), (4096, 2, 8)):
+        for k in (3, 7, 15, 31, 63):
+            for d in (1, 8):
+                if k * d <= length:
+                    problems.append(Problem(f"1d-{length}-k{k}-d{d}", batch, (length,), heads, 64, (k,), dilation=(d,)))
+    for side, batch, heads in ((32, 4, 4), (64, 2, 8)):
+        for k in (3, 7, 13, 31):
+            for d in (1, 2, 4):
+                if k * d <= side:
+                    problems.append(Problem(f"2d-{side}-k{k}-d{d}", batch, (side, side), heads, 64, (k, k), dilation=(d, d)))
+    return problems
+
+
+def sweep_main(args):
+    """Times `--backends` on every problem of `paper_sweep()` in each dtype and pass, and reports
+    each backend's average speedup over the last one named (e.g. gemm,naive: GEMM over naive)."""
+    names = args.backends.split(",")
+    baseline = names[-1]
+    records = []
+    for dtype in args.dtypes.split(","):
+        for problem in paper_sweep():
+            if args.rank and problem.rank != args.rank:
+                continue
+            problem = dataclasses.replace(problem, dtype=dtype)
+            found, _ = run(problem, names, args.passes.split(","), args.warmup, args.reps, check=False, baseline=False)
+            records.extend((problem, r) for r in found)
+    lines = [f"sweep of {len(paper_sweep())} problems (`paper_sweep` in jax_natten/bench.py), device "
+             f"{jax.devices()[0].device_kind}; speedup = baseline ms / backend ms, averaged (arithmetic mean)",
+             "", "| backend | over | rank | dtype | pass | problems | mean speedup | min | max |", "|---|---|---|---|---|---|---|---|---|"]
+    times = {(p.name, p.dtype, r.passes, r.backend): r.ms for p, r in records}
+    groups = {}
+    for (name, dtype, passes, backend), ms in times.items():
+        if backend == baseline:
+            continue
+        groups.setdefault((backend, name[:2], dtype, passes), []).append(times[(name, dtype, passes, baseline)] / ms)
+    for (backend, rank, dtype, passes), speedups in sorted(groups.items()):
+        lines.append(f"| {backend} | {baseline} | {rank} | {dtype} | {passes} | {len(speedups)} | "
+                     f"{statistics.mean(speedups):.2f}x ({100 * (statistics.mean(speedups) - 1):+.0f}%) | "
+                     f"{min(speedups):.2f}x | {max(speedups):.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if args.json:
+        command = "python -m jax_natten " + " ".join(sys.argv[1:])
+        out = []
+        for problem, r in records:
+            out.extend(json_records(problem, [r], {}, command))
+        args.json.write_text(json.dumps(out, indent=1))
+        args.json.with_suffix(".md").write_text(f"`{command}`\n\n{table}\n")
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("--backends", default="reference,naive", help="comma-separated; the last is the baseline")
+    parser.add_argument("--dtypes", default="float32,float16")
+    parser.add_argument("--passes", default="fwd,fwd+bwd")
+    parser.add_argument("--rank", type=int, choices=(1, 2), help="only this rank")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", type=pathlib.Path, help="write the records here (and a .md table)")
