@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the lent GPU machine: build and install jax_natten from source, run the GPU tests and the
 # benchmarks, and leave logs and results under $OUT. Stages run in the order given:
-#   bash benchmarks/device.sh build test sanitize bench
+#   JAX_NATTEN_COMMIT=<sha> bash benchmarks/device.sh build test sanitize bench sweep
+# (JAX_NATTEN_COMMIT goes into the result records; JAX_NATTEN_TEST_FILTER is pytest's -k.)
 # The CUTLASS wheel travels in .device/ (bash ../shared/device/prepare.sh; carry ".device").
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,8 @@ build() {
 # Tests run from /tmp so that the installed package, not the source tree, is imported.
 test() {
   (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -n 14 -p no:cacheprovider -p no:benchmark \
-    $(ls "$repo"/tests/test_cuda.py "$repo"/tests/test_unfused_cuda.py 2>/dev/null) 2>&1 | tee "$out/tests.log" | tail -15)
+    -k "${JAX_NATTEN_TEST_FILTER:-}" "$repo/tests/test_cuda.py" "$repo/tests/test_unfused_cuda.py" 2>&1 \
+    | tee "$out/tests.log" | tail -15)
 }
 
 sanitize() {
@@ -36,9 +38,17 @@ bench() {
   date=$(date +%F)
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
   for problem in 2d-nat 2d-dinat; do
-    (cd /tmp && python3 -m jax_natten bench --problem "$problem" --backends naive,reference --reps 20 \
-      --no-check --json "$out/$date-$device-unfused.json") 2>&1 | tail -8
+    (cd /tmp && python3 -m jax_natten bench --problem "$problem" --backends gemm,naive,reference --reps 20 \
+      --json "$out/$date-$device-unfused.json") 2>&1 | tail -9
   done
+}
+
+sweep() {
+  local date device
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  (cd /tmp && python3 -m jax_natten sweep --backends gemm,naive --reps 5 --warmup 1 \
+    --json "$out/$date-$device-gemm-over-naive.json") 2>&1 | tail -12
 }
 
 for stage in "$@"; do

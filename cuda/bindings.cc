@@ -12,6 +12,9 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenWindowBounds);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnNaive);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnNaive);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInNaive);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnGemm);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnGemm);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemm);
 
 namespace {
 
@@ -31,6 +34,9 @@ NB_MODULE(_cuda, m) {
     targets["na_pn_naive"] = Capsule(JaxNattenPnNaive);
     targets["na_nn_naive"] = Capsule(JaxNattenNnNaive);
     targets["na_in_naive"] = Capsule(JaxNattenInNaive);
+    targets["na_pn_gemm"] = Capsule(JaxNattenPnGemm);
+    targets["na_nn_gemm"] = Capsule(JaxNattenNnGemm);
+    targets["na_in_gemm"] = Capsule(JaxNattenInGemm);
     return targets;
   });
 }

@@ -51,7 +51,12 @@ class ReferenceBackend:
 
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
-BACKENDS = (ReferenceBackend(), UnfusedBackend("naive", UnfusedKernels("naive")))
+BACKENDS = (
+    # 16-byte row loads: head dims must be multiples of 8.
+    UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8),
+    ReferenceBackend(),
+    UnfusedBackend("naive", UnfusedKernels("naive")),
+)
 
 
 def names():

@@ -75,9 +75,10 @@ _nn.defvjp(_nn_fwd, _nn_bwd)
 class UnfusedBackend:
     """PN, NN and IN as CUDA kernels; softmax, LSE and the additional tokens in XLA."""
 
-    def __init__(self, name: str, kernels: UnfusedKernels):
+    def __init__(self, name: str, kernels: UnfusedKernels, head_dim_multiple: int = 1):
         self.name = name
         self.kernels = kernels
+        self.head_dim_multiple = head_dim_multiple
 
     def unsupported(self, request):
         reason = cuda.unavailable_reason(request.platform)
@@ -85,6 +86,9 @@ class UnfusedBackend:
             return reason
         if request.dtype not in CUDA_DTYPES:
             return f"dtype {request.dtype}: the CUDA kernels take {', '.join(CUDA_DTYPES)}"
+        if request.head_dim % self.head_dim_multiple or request.head_dim_v % self.head_dim_multiple:
+            return (f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: the {self.name} kernels "
+                    f"need multiples of {self.head_dim_multiple}")
         return None
 
     def qk(self, query, key, nbhd, rpb=None):

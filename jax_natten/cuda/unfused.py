@@ -1,5 +1,5 @@
-"""FFI calls of the unfused operators PN, NN and IN (cuda/ffi/naive.cu; see cuda/include/
-jax_natten/params.h for what each computes).
+"""FFI calls of the unfused operators PN, NN and IN (cuda/ffi/naive.cu, cuda/ffi/gemm.cu; see
+cuda/include/jax_natten/params.h for what each computes).
 
 Every call uses `vmap_method="broadcast_all"`: a vmapped axis arrives as an extra leading axis,
 and the handlers count every axis before the spatial ones as batch, so vmap (also of the

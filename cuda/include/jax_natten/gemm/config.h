@@ -1,0 +1,75 @@
+// Shapes, element types, MMA atoms and shared-memory layouts of the GEMM-based unfused kernels.
+//
+// Every CTA multiplies 64 x 64 tiles with a contraction step of 32:
+//   PN: M = 64 queries,  N = 64 union keys per chunk,        K = 32 of head_dim per step;
+//   NN: M = 64 queries,  N = 64 of head_dim_v per CTA,       K = 32 union keys per step;
+//   IN: M = 64 keys,     N = 64 of head_dim per CTA,         K = 32 union queries per step.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cute/tensor.hpp>
+
+namespace jax_natten::gemm {
+
+constexpr int kThreads = 128;  // 4 warps
+constexpr int kTileM = 64;
+constexpr int kTileN = 64;
+constexpr int kTileK = 32;
+
+// The CuTe element type staged in shared memory for the storage dtype T (same bits).
+template <typename T>
+struct Element {
+  using type = T;
+};
+template <>
+struct Element<__half> {
+  using type = cute::half_t;
+};
+template <>
+struct Element<__nv_bfloat16> {
+  using type = cute::bfloat16_t;
+};
+
+// The CTA's TiledMMA for operands of element type E, accumulating in float32. Half and bfloat16
+// use the SM80 tensor-core atom (valid on sm_80 and sm_90) on a 2 x 2 warp grid; float32 uses
+// exact FMAs (no TF32) on a 8 x 16 thread grid, which keeps each warp's shared-memory reads
+// within 8 rows of A and 4 of B.
+template <typename E>
+struct TiledMmaFor;
+template <>
+struct TiledMmaFor<float> {
+  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::UniversalFMA<float, float, float, float>>{},
+                                             cute::Layout<cute::Shape<cute::_8, cute::_16, cute::_1>>{}));
+};
+template <>
+struct TiledMmaFor<cute::half_t> {
+  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::SM80_16x8x16_F32F16F16F32_TN>{},
+                                             cute::Layout<cute::Shape<cute::_2, cute::_2, cute::_1>>{}));
+};
+template <>
+struct TiledMmaFor<cute::bfloat16_t> {
+  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::SM80_16x8x16_F32BF16BF16F32_TN>{},
+                                             cute::Layout<cute::Shape<cute::_2, cute::_2, cute::_1>>{}));
+};
+
+// Rows of shared-memory tiles are padded by 16 bytes: rows stay 16-byte aligned for the vector
+// stores of the gather loads, and the MMA's fragment reads of 8 consecutive rows fall in
+// distinct banks.
+template <typename E>
+constexpr int kPad = 16 / sizeof(E);
+
+// A (rows, cols) tile whose cols are contiguous ("K-major" when cols is the contraction).
+template <typename E, int kRows, int kCols>
+using RowMajor = cute::Layout<cute::Shape<cute::Int<kRows>, cute::Int<kCols>>,
+                              cute::Stride<cute::Int<kCols + kPad<E>>, cute::_1>>;
+// A (rows, cols) tile whose rows are contiguous ("M/N-major" when cols is the contraction).
+template <typename E, int kRows, int kCols>
+using ColMajor = cute::Layout<cute::Shape<cute::Int<kRows>, cute::Int<kCols>>,
+                              cute::Stride<cute::_1, cute::Int<kRows + kPad<E>>>>;
+
+template <typename Layout>
+constexpr int kCosize = decltype(cute::cosize(Layout{}))::value;
+
+}  // namespace jax_natten::gemm

@@ -1,0 +1,200 @@
+// Tile scheduling of the GEMM-based kernels: which tokens a CTA owns, and the union box of the
+// tokens they interact with.
+//
+// A tile is a box of in-group coordinates of ONE dilation group per axis (64 tokens: 64 in 1-D,
+// 8 x 8 in 2-D, 4 x 4 x 4 in 3-D). Keeping one group per axis makes the tokens a tile interacts
+// with a box too: window starts and ends never decrease along a group (neighborhood.h), so the
+// union of the windows of the tile's queries is, per axis, [window(first).start,
+// window(last).end), and the union of the inverse windows of a tile of keys is
+// [inverse_window(first).start, inverse_window(last).end).
+#pragma once
+
+#include <cstdint>
+
+#include "jax_natten/gemm/config.h"
+#include "jax_natten/neighborhood.h"
+
+namespace jax_natten::gemm {
+
+// Device loops over axes run over all kMaxRank axes, unrolled, and skip the axes past the rank:
+// every per-axis index is then a compile-time constant, so per-axis arrays stay in registers
+// instead of local memory.
+
+// Per-axis tile extent for a grid of rank `rank`; the product is always kTileM.
+JAX_NATTEN_HOST_DEVICE int tile_extent(int rank) { return rank == 1 ? 64 : (rank == 2 ? 8 : 4); }
+
+JAX_NATTEN_HOST_DEVICE int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// Tiles of one axis: `dilation` groups, each cut into tiles of the longest group's length.
+JAX_NATTEN_HOST_DEVICE int axis_tiles(const AxisParams& p, int extent) {
+  return p.dilation * ceil_div(ceil_div(p.length, p.dilation), extent);
+}
+
+JAX_NATTEN_HOST_DEVICE int64_t count_tiles(const Grid& grid) {
+  int64_t tiles = 1;
+  for (int a = 0; a < grid.rank; ++a) tiles *= axis_tiles(grid.axis[a], tile_extent(grid.rank));
+  return tiles;
+}
+
+// A box of in-group coordinates inside one dilation group per axis. Its tokens are indexed
+// row-major over `extent`; coordinates at or past `count` on some axis are not tokens (the
+// part of a tile past the end of its group).
+struct Box {
+  int group[kMaxRank];
+  int start[kMaxRank];
+  int extent[kMaxRank];
+  int count[kMaxRank];
+};
+
+// Tile `index` of the grid, numbered row-major over the axes, each axis numbered (group, tile).
+JAX_NATTEN_HOST_DEVICE Box tile_box(const Grid& grid, int64_t index) {
+  Box box;
+  const int extent = tile_extent(grid.rank);
+  #pragma unroll
+  for (int a = kMaxRank - 1; a >= 0; --a) {
+    if (a >= grid.rank) continue;
+    const AxisParams& p = grid.axis[a];
+    const int per_group = ceil_div(ceil_div(p.length, p.dilation), extent);
+    const int t = static_cast<int>(index % (int64_t(p.dilation) * per_group));
+    index /= int64_t(p.dilation) * per_group;
+    box.group[a] = t / per_group;
+    box.start[a] = (t % per_group) * extent;
+    box.extent[a] = extent;
+    box.count[a] = imin(extent, group_length(p, box.group[a]) - box.start[a]);
+  }
+  return box;
+}
+
+// Whether the box holds no token (a tile past the end of a shorter dilation group).
+JAX_NATTEN_HOST_DEVICE bool box_empty(const Grid& grid, const Box& box) {
+  bool empty = false;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) empty = empty || (a < grid.rank && box.count[a] <= 0);
+  return empty;
+}
+
+JAX_NATTEN_HOST_DEVICE int64_t box_size(const Grid& grid, const Box& box) {
+  int64_t size = 1;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) size *= a < grid.rank ? box.extent[a] : 1;
+  return size;
+}
+
+// Position on axis a of in-group coordinate u of the box's group.
+JAX_NATTEN_HOST_DEVICE int box_position(const Grid& grid, const Box& box, int a, int u) {
+  return u * grid.axis[a].dilation + box.group[a];
+}
+
+// The keys that the queries of `tile` attend to: the union of their windows.
+JAX_NATTEN_HOST_DEVICE Box window_union(const Grid& grid, const Box& tile) {
+  Box u;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) {
+    if (a >= grid.rank) break;
+    const AxisParams& p = grid.axis[a];
+    const Range first = window(p, box_position(grid, tile, a, tile.start[a]));
+    const Range last = window(p, box_position(grid, tile, a, tile.start[a] + tile.count[a] - 1));
+    u.group[a] = tile.group[a];
+    u.start[a] = first.start;
+    u.extent[a] = u.count[a] = last.end - first.start;
+  }
+  return u;
+}
+
+// The queries that attend to the keys of `tile`: the union of their inverse windows.
+JAX_NATTEN_HOST_DEVICE Box inverse_window_union(const Grid& grid, const Box& tile) {
+  Box u;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) {
+    if (a >= grid.rank) break;
+    const AxisParams& p = grid.axis[a];
+    const Range first = inverse_window(p, box_position(grid, tile, a, tile.start[a]));
+    const Range last = inverse_window(p, box_position(grid, tile, a, tile.start[a] + tile.count[a] - 1));
+    u.group[a] = tile.group[a];
+    u.start[a] = first.start;
+    u.extent[a] = u.count[a] = imax(last.end - first.start, 0);
+  }
+  return u;
+}
+
+// One token of a box as the kernels need it, kept in shared memory: its flat token (-1 when the
+// index is not a token of the box), its in-group coordinates and, for queries, its window.
+struct Row {
+  int64_t token;
+  int coord[kMaxRank];
+  Range window[kMaxRank];
+};
+
+JAX_NATTEN_HOST_DEVICE void fill_row(const Grid& grid, const Box& box, int64_t index, bool with_window, Row& row) {
+  int local[kMaxRank];
+  bool valid = true;
+  #pragma unroll
+  for (int a = kMaxRank - 1; a >= 0; --a) {
+    if (a >= grid.rank) continue;
+    local[a] = static_cast<int>(index % box.extent[a]);
+    index /= box.extent[a];
+    valid = valid && local[a] < box.count[a];
+  }
+  if (!valid || index != 0) {
+    row.token = -1;
+    return;
+  }
+  int64_t token = 0;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) {
+    if (a >= grid.rank) break;
+    const int u = box.start[a] + local[a];
+    const int position = box_position(grid, box, a, u);
+    token = token * grid.axis[a].length + position;
+    row.coord[a] = u;
+    if (with_window) row.window[a] = window(grid.axis[a], position);
+  }
+  row.token = token;
+}
+
+// Rows first .. first + count - 1 of the box into rows[0 .. count), by the whole CTA.
+__device__ __forceinline__ void fill_rows(const Grid& grid, const Box& box, int64_t first, int count, bool with_window,
+                                          Row* rows) {
+  for (int i = threadIdx.x; i < count; i += kThreads) fill_row(grid, box, first + i, with_window, rows[i]);
+}
+
+// Whether in-group key coordinates `key` lie in the window of the query `query`; if so, `slot`
+// is the key's slot in the query's window (row-major over the per-axis offsets).
+JAX_NATTEN_HOST_DEVICE bool window_slot(const Grid& grid, const Row& query, const int* key, int& slot) {
+  bool inside = true;
+  slot = 0;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) {
+    if (a >= grid.rank) break;
+    const int offset = key[a] - query.window[a].start;
+    inside = inside && offset >= 0 && key[a] < query.window[a].end;
+    slot = slot * grid.axis[a].kernel_size + offset;
+  }
+  return inside;
+}
+
+// Whether `slot` of the query's window is an empty slot of a causal window (no key).
+JAX_NATTEN_HOST_DEVICE bool slot_empty(const Grid& grid, const Row& query, int slot) {
+  bool empty = false;
+  #pragma unroll
+  for (int a = kMaxRank - 1; a >= 0; --a) {
+    if (a >= grid.rank) continue;
+    empty = empty || slot % grid.axis[a].kernel_size >= query.window[a].end - query.window[a].start;
+    slot /= grid.axis[a].kernel_size;
+  }
+  return empty;
+}
+
+// Entry of the [2k_1-1, ...] bias table for the key at in-group coordinates `key` of the query.
+JAX_NATTEN_HOST_DEVICE int bias_entry(const Grid& grid, const Row& query, const int* key) {
+  int entry = 0;
+  #pragma unroll
+  for (int a = 0; a < kMaxRank; ++a) {
+    if (a >= grid.rank) break;
+    const int kernel = grid.axis[a].kernel_size;
+    entry = entry * (2 * kernel - 1) + key[a] - query.coord[a] + kernel - 1;
+  }
+  return entry;
+}
+
+}  // namespace jax_natten::gemm

@@ -1,0 +1,191 @@
+// The FFI side of the unfused operators PN, NN and IN, shared by every implementation ("naive",
+// "gemm"): one binding (attributes) and one buffer check per operator, so that all variants take
+// exactly the same calls. An implementation supplies only its launches, as a struct
+//
+//   struct Kernels {
+//     template <typename TW, typename T> static ffi::Error Pn(cudaStream_t, const UnfusedParams&,
+//         const T* query, const T* key, const T* rpb, TW* out);
+//     template <typename TW, typename T> static ffi::Error Nn(cudaStream_t, const UnfusedParams&,
+//         const TW* weights, const T* value, T* out);
+//     template <typename TW, typename T> static ffi::Error In(cudaStream_t, const UnfusedParams&,
+//         const TW* weights, const T* values, T* out);
+//   };
+//
+// and defines its handlers with PnHandler<Kernels> / PnBinding() etc. (see cuda/ffi/naive.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "jax_natten/ffi_util.h"
+#include "jax_natten/params.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace jax_natten {
+
+using Ints = ffi::Span<const int64_t>;
+
+// The parameters every operator shares; `layout` is the tensor that fixes batch, tokens and heads.
+inline ffi::Error CommonParams(const TokenLayout& layout, int64_t heads_kv, Ints kernel_size, Ints stride,
+                               Ints dilation, Ints is_causal, float scale, UnfusedParams* p) {
+  if (ffi::Error error = ReadGrid(layout, kernel_size, stride, dilation, is_causal, &p->grid); error.failure()) {
+    return error;
+  }
+  if (heads_kv < 1 || layout.heads % heads_kv != 0) {
+    return ffi::Error::InvalidArgument("query heads must be a multiple of key/value heads");
+  }
+  p->batch = layout.batch;
+  p->tokens = layout.tokens;
+  p->heads = static_cast<int>(layout.heads);
+  p->heads_kv = static_cast<int>(heads_kv);
+  p->window = 1;
+  p->rpb_window = 1;
+  for (int a = 0; a < p->grid.rank; ++a) {
+    p->window *= p->grid.axis[a].kernel_size;
+    p->rpb_window *= 2 * p->grid.axis[a].kernel_size - 1;
+  }
+  p->rpb_batch = 0;
+  p->scale = scale;
+  p->empty_value = 0.f;
+  return ffi::Error::Success();
+}
+
+// PN: out[b, x, h, t] = scale * q . k[nbr_t(x)] (+ rpb); rpb is empty or [*copies, heads, prod(2k-1)].
+inline ffi::Error PnParams(const ffi::AnyBuffer& query, const ffi::AnyBuffer& key, const ffi::AnyBuffer& rpb,
+                           Ints kernel_size, Ints stride, Ints dilation, Ints is_causal, float scale,
+                           float empty_value, const ffi::AnyBuffer& out, UnfusedParams* p) {
+  int rank = static_cast<int>(kernel_size.size());
+  TokenLayout q, k;
+  if (ffi::Error e = ReadLayout(query, rank, "query", &q); e.failure()) return e;
+  if (ffi::Error e = ReadLayout(key, rank, "key", &k); e.failure()) return e;
+  if (ffi::Error e = CommonParams(q, k.heads, kernel_size, stride, dilation, is_causal, scale, p); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(key, rank, q, k.heads, q.dim, "key"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(out, rank, q, q.heads, p->window, "output"); e.failure()) return e;
+  p->dim = static_cast<int>(q.dim);
+  p->empty_value = empty_value;
+  if (rpb.element_count() > 0) {
+    int64_t per_copy = q.heads * p->rpb_window;
+    int64_t copies = rpb.element_count() / per_copy;
+    if (copies * per_copy != rpb.element_count() || p->batch % copies != 0) {
+      return ffi::Error::InvalidArgument("rpb: expected [heads, 2*kernel_size-1 per axis]");
+    }
+    p->rpb_batch = copies;
+  }
+  if (key.element_type() != query.element_type() || (p->rpb_batch > 0 && rpb.element_type() != query.element_type())) {
+    return ffi::Error::InvalidArgument("query, key and rpb must have one dtype");
+  }
+  return ffi::Error::Success();
+}
+
+// NN: out[b, x, h, :] = scale * sum_t weights[b, x, h, t] * value[nbr_t(x)].
+inline ffi::Error NnParams(const ffi::AnyBuffer& weights, const ffi::AnyBuffer& value, Ints kernel_size, Ints stride,
+                           Ints dilation, Ints is_causal, float scale, const ffi::AnyBuffer& out, UnfusedParams* p) {
+  int rank = static_cast<int>(kernel_size.size());
+  TokenLayout w, v;
+  if (ffi::Error e = ReadLayout(weights, rank, "weights", &w); e.failure()) return e;
+  if (ffi::Error e = ReadLayout(value, rank, "value", &v); e.failure()) return e;
+  if (ffi::Error e = CommonParams(w, v.heads, kernel_size, stride, dilation, is_causal, scale, p); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(weights, rank, w, w.heads, p->window, "weights"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(value, rank, w, v.heads, v.dim, "value"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(out, rank, w, w.heads, v.dim, "output"); e.failure()) return e;
+  if (out.element_type() != value.element_type()) return ffi::Error::InvalidArgument("output dtype must be value's");
+  p->dim = static_cast<int>(v.dim);
+  return ffi::Error::Success();
+}
+
+// IN: out[b, y, hk, :] = scale * sum over (x, t, h in group hk) with nbr_t(x) = y of weights[b, x, h, t] * values[b, x, h].
+inline ffi::Error InParams(const ffi::AnyBuffer& weights, const ffi::AnyBuffer& values, Ints kernel_size, Ints stride,
+                           Ints dilation, Ints is_causal, float scale, const ffi::AnyBuffer& out, UnfusedParams* p) {
+  int rank = static_cast<int>(kernel_size.size());
+  TokenLayout w, o;
+  if (ffi::Error e = ReadLayout(weights, rank, "weights", &w); e.failure()) return e;
+  if (ffi::Error e = ReadLayout(out, rank, "output", &o); e.failure()) return e;
+  if (ffi::Error e = CommonParams(w, o.heads, kernel_size, stride, dilation, is_causal, scale, p); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(weights, rank, w, w.heads, p->window, "weights"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(values, rank, w, w.heads, o.dim, "values"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(out, rank, w, o.heads, o.dim, "output"); e.failure()) return e;
+  if (out.element_type() != values.element_type()) return ffi::Error::InvalidArgument("output dtype must be values'");
+  p->dim = static_cast<int>(o.dim);
+  return ffi::Error::Success();
+}
+
+template <typename Kernels>
+ffi::Error PnHandler(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb,
+                     Ints kernel_size, Ints stride, Ints dilation, Ints is_causal, float scale, float empty_value,
+                     ffi::Result<ffi::AnyBuffer> out) {
+  UnfusedParams p;
+  if (ffi::Error e = PnParams(query, key, rpb, kernel_size, stride, dilation, is_causal, scale, empty_value, *out, &p);
+      e.failure()) {
+    return e;
+  }
+  return DispatchDtypes(query.element_type(), out->element_type(), [&](auto tw, auto t) {
+    using TW = typename decltype(tw)::type;
+    using T = typename decltype(t)::type;
+    return Kernels::template Pn<TW, T>(stream, p, static_cast<const T*>(query.untyped_data()),
+                                       static_cast<const T*>(key.untyped_data()),
+                                       static_cast<const T*>(rpb.untyped_data()), static_cast<TW*>(out->untyped_data()));
+  });
+}
+
+template <typename Kernels>
+ffi::Error NnHandler(cudaStream_t stream, ffi::AnyBuffer weights, ffi::AnyBuffer value, Ints kernel_size,
+                     Ints stride, Ints dilation, Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
+  UnfusedParams p;
+  if (ffi::Error e = NnParams(weights, value, kernel_size, stride, dilation, is_causal, scale, *out, &p); e.failure()) {
+    return e;
+  }
+  return DispatchDtypes(value.element_type(), weights.element_type(), [&](auto tw, auto t) {
+    using TW = typename decltype(tw)::type;
+    using T = typename decltype(t)::type;
+    return Kernels::template Nn<TW, T>(stream, p, static_cast<const TW*>(weights.untyped_data()),
+                                       static_cast<const T*>(value.untyped_data()), static_cast<T*>(out->untyped_data()));
+  });
+}
+
+template <typename Kernels>
+ffi::Error InHandler(cudaStream_t stream, ffi::AnyBuffer weights, ffi::AnyBuffer values, Ints kernel_size,
+                     Ints stride, Ints dilation, Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
+  UnfusedParams p;
+  if (ffi::Error e = InParams(weights, values, kernel_size, stride, dilation, is_causal, scale, *out, &p); e.failure()) {
+    return e;
+  }
+  return DispatchDtypes(values.element_type(), weights.element_type(), [&](auto tw, auto t) {
+    using TW = typename decltype(tw)::type;
+    using T = typename decltype(t)::type;
+    return Kernels::template In<TW, T>(stream, p, static_cast<const TW*>(weights.untyped_data()),
+                                       static_cast<const T*>(values.untyped_data()), static_cast<T*>(out->untyped_data()));
+  });
+}
+
+// The attributes of the three operators, the same for every implementation.
+inline auto PnBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::PlatformStream<cudaStream_t>>()
+      .Arg<ffi::AnyBuffer>()  // query
+      .Arg<ffi::AnyBuffer>()  // key
+      .Arg<ffi::AnyBuffer>()  // rpb
+      .Attr<Ints>("kernel_size")
+      .Attr<Ints>("stride")
+      .Attr<Ints>("dilation")
+      .Attr<Ints>("is_causal")
+      .Attr<float>("scale")
+      .Attr<float>("empty_value")
+      .Ret<ffi::AnyBuffer>();
+}
+
+// NN and IN take the same operands: (weights, tensor).
+inline auto NnInBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::PlatformStream<cudaStream_t>>()
+      .Arg<ffi::AnyBuffer>()  // weights
+      .Arg<ffi::AnyBuffer>()  // value (NN) / values (IN)
+      .Attr<Ints>("kernel_size")
+      .Attr<Ints>("stride")
+      .Attr<Ints>("dilation")
+      .Attr<Ints>("is_causal")
+      .Attr<float>("scale")
+      .Ret<ffi::AnyBuffer>();
+}
+
+}  // namespace jax_natten
