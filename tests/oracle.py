@@ -9,6 +9,7 @@ Layout as in SPEC: `[batch, *spatial, heads, head_dim]`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -110,18 +111,23 @@ def dense_mask(spatial, kernel_size, stride=1, dilation=1, is_causal=False):
     return mask
 
 
-def dense_bias(rpb, spatial, kernel_size, dilation=1):
-    """`[heads, tokens, tokens]` float64: rpb[h, (j_1 - i_1)/d_1 + k_1 - 1, ...] for every query i
-    and key j of the same dilation groups (other pairs: 0, they are masked anyway)."""
+def dense_bias_index(spatial, kernel_size, dilation=1):
+    """Per-axis `[tokens, tokens]` indices into rpb's table axes: `(j_a - i_a)/d_a + k_a - 1` for
+    query i and key j (clipped into the table for pairs of different dilation groups, which the
+    mask removes anyway)."""
     rank = len(spatial)
     ks, ds = per_axis(kernel_size, rank), per_axis(dilation, rank)
-    rpb = np.asarray(rpb, np.float64)
     coords = np.stack(np.unravel_index(np.arange(math.prod(spatial)), spatial))  # [rank, tokens]
     index = []
     for axis in range(rank):
         offset = (coords[axis][None, :] - coords[axis][:, None]) // ds[axis] + ks[axis] - 1
         index.append(np.clip(offset, 0, 2 * ks[axis] - 2))
-    return rpb[(slice(None), *index)]
+    return index
+
+
+def dense_bias(rpb, spatial, kernel_size, dilation=1):
+    """`[heads, tokens, tokens]` float64: rpb[h, (j_1 - i_1)/d_1 + k_1 - 1, ...]."""
+    return np.asarray(rpb, np.float64)[(slice(None), *dense_bias_index(spatial, kernel_size, dilation))]
 
 
 def slot_tables(spatial, kernel_size, stride=1, dilation=1, is_causal=False):
@@ -245,3 +251,165 @@ def rel_err(x, ref):
     if norm == 0:
         return float("nan")
     return float(np.linalg.norm(x - ref) / norm)
+
+
+# --------------------------------------------------------------------------------------------
+# Test problems (plain data, shared by the test files)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One attention problem. Per-axis fields are tuples; `n_extra = 0` means no extra KV."""
+
+    batch: int
+    spatial: tuple
+    heads: int
+    heads_kv: int
+    head_dim: int
+    head_dim_v: int
+    kernel_size: tuple
+    stride: tuple = None
+    dilation: tuple = None
+    is_causal: tuple = None
+    n_extra: int = 0
+    rpb: bool = False
+    scale: float | None = None
+    scalar_args: bool = False  # pass per-axis arguments as one plain value (all entries equal)
+
+    def __post_init__(self):
+        rank = len(self.spatial)
+        for name, default in (("stride", 1), ("dilation", 1), ("is_causal", False)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, (default,) * rank)
+
+    @property
+    def rank(self):
+        return len(self.spatial)
+
+    @property
+    def tokens(self):
+        return math.prod(self.spatial)
+
+    def nbhd_args(self):
+        """kernel_size, stride, dilation, is_causal as keyword arguments (plain values when
+        `scalar_args` and every axis agrees)."""
+        out = {}
+        for name in ("kernel_size", "stride", "dilation", "is_causal"):
+            value = getattr(self, name)
+            out[name] = value[0] if self.scalar_args and len(set(value)) == 1 else value
+        return out
+
+    def inputs(self, seed):
+        """Fresh float64 NumPy inputs: query, key, value and (when configured)
+        additional_keys/values and rpb, as keyword arguments."""
+        rng = np.random.default_rng(seed)
+        tokens = (self.batch, *self.spatial)
+        arrays = {
+            "query": rng.standard_normal((*tokens, self.heads, self.head_dim)),
+            "key": rng.standard_normal((*tokens, self.heads_kv, self.head_dim)),
+            "value": rng.standard_normal((*tokens, self.heads_kv, self.head_dim_v)),
+        }
+        if self.n_extra:
+            arrays["additional_keys"] = rng.standard_normal(
+                (self.batch, self.n_extra, self.heads_kv, self.head_dim))
+            arrays["additional_values"] = rng.standard_normal(
+                (self.batch, self.n_extra, self.heads_kv, self.head_dim_v))
+        if self.rpb:
+            arrays["rpb"] = rng.standard_normal((self.heads, *(2 * k - 1 for k in self.kernel_size)))
+        return arrays
+
+
+def cast(arrays, dtype):
+    """The same arrays in `dtype` (NumPy, so ml_dtypes' bfloat16 works too), and their exact
+    float64 values for the oracle."""
+    low = {name: np.asarray(x).astype(dtype) for name, x in arrays.items()}
+    return low, {name: x.astype(np.float64) for name, x in low.items()}
+
+
+def dense_attention_jnp(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
+                        scale=None, additional_keys=None, additional_values=None, rpb=None):
+    """`attention` again, in jnp so that autodiff can take its gradients (w.r.t. every array,
+    rpb included); the mask and bias indices are the NumPy ones above. Returns (out, lse)."""
+    import jax.numpy as jnp
+    from jax import nn
+
+    spatial = query.shape[1:-2]
+    heads, heads_kv = query.shape[-2], key.shape[-2]
+    if scale is None:
+        scale = query.shape[-1] ** -0.5
+    mask = dense_mask(spatial, kernel_size, stride, dilation, is_causal)
+    hk = kv_head(heads, heads_kv)
+    qt = query.reshape(query.shape[0], -1, *query.shape[-2:])
+    kt = key.reshape(key.shape[0], -1, *key.shape[-2:])[:, :, hk]
+    vt = value.reshape(value.shape[0], -1, *value.shape[-2:])[:, :, hk]
+    scores = scale * jnp.einsum("bihd,bjhd->bhij", qt, kt)
+    if rpb is not None:
+        scores = scores + rpb[(slice(None), *dense_bias_index(spatial, kernel_size, dilation))][None]
+    scores = jnp.where(mask[None, None], scores, -jnp.inf)
+    if additional_keys is not None:
+        extra = scale * jnp.einsum("bihd,bnhd->bhin", qt, additional_keys[:, :, hk])
+        scores = jnp.concatenate([scores, extra], axis=-1)
+        vt = jnp.concatenate([vt, additional_values[:, :, hk]], axis=1)
+    lse = nn.logsumexp(scores, axis=-1)
+    out = jnp.einsum("bhij,bjhd->bihd", jnp.exp(scores - lse[..., None]), vt)
+    out = out.reshape(*query.shape[:-1], value.shape[-1])
+    return out, jnp.moveaxis(lse, 1, -1).reshape(query.shape[:-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Random problems (seeded; drawn at collection time by the sweeps)
+# --------------------------------------------------------------------------------------------
+
+MAX_TOKENS = 200  # keeps the dense oracle and each compile fast
+
+
+def random_axis(rng, length):
+    """(k, s, d, causal) for one axis of `length`: odd and even kernels, sometimes the whole
+    axis, dilation often not dividing the length, stride from 1 to k."""
+    k = int(rng.integers(2, min(length, 9) + 1)) if rng.random() < 0.85 else length
+    d = 1 if rng.random() < 0.45 else int(rng.integers(1, length // k + 1))
+    s = 1 if rng.random() < 0.35 else int(rng.integers(1, k + 1))
+    return k, s, d, bool(rng.random() < 0.3)
+
+
+def random_config(rng):
+    """A random legal problem of at most MAX_TOKENS tokens: rank 1 to 3, GQA/MQA, head_dim_v !=
+    head_dim, extra KV, rpb and scale None / explicit / 0.0, each some of the time."""
+    rank = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    max_length = {1: MAX_TOKENS, 2: 16, 3: 7}[rank]
+    while True:
+        spatial = tuple(int(rng.integers(2, max_length + 1)) for _ in range(rank))
+        if math.prod(spatial) <= MAX_TOKENS:
+            break
+    if rank == 1 and rng.random() < 0.7:  # mostly shorter 1-D axes, but keep some long ones
+        spatial = (int(rng.integers(2, 48)),)
+    axes = [random_axis(rng, length) for length in spatial]
+    heads_kv = int(rng.integers(1, 4))
+    heads = heads_kv * int(rng.choice([1, 1, 2, 3]))
+    head_dim = int(rng.choice([1, 4, 5, 8, 16]))
+    head_dim_v = head_dim if rng.random() < 0.6 else int(rng.choice([2, 3, 8, 12]))
+    scale_kind = rng.choice(["default", "explicit", "zero"], p=[0.5, 0.35, 0.15])
+    scale = {"default": None, "zero": 0.0, "explicit": float(rng.uniform(-1.0, 2.0))}[scale_kind]
+    return Config(
+        batch=int(rng.integers(1, 3)),
+        spatial=spatial,
+        heads=heads,
+        heads_kv=heads_kv,
+        head_dim=head_dim,
+        head_dim_v=head_dim_v,
+        kernel_size=tuple(a[0] for a in axes),
+        stride=tuple(a[1] for a in axes),
+        dilation=tuple(a[2] for a in axes),
+        is_causal=tuple(a[3] for a in axes),
+        n_extra=0 if rng.random() < 0.7 else int(rng.integers(1, 6)),
+        rpb=bool(rng.random() < 0.3),
+        scale=scale,
+        scalar_args=bool(rng.random() < 0.3),
+    )
+
+
+def sweep(count, seed):
+    """`count` random configurations, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return [random_config(rng) for _ in range(count)]

@@ -1,0 +1,37 @@
+"""Shared test setup: float64 enabled (every array in the tests has an explicit dtype) and the
+GPU gate used by the CUDA tests."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+
+def gpu_unavailable_reason():
+    """Why the CUDA tests cannot run here, or None when they can."""
+    if jax.default_backend() != "gpu":
+        return f"JAX's default backend is {jax.default_backend()!r}, not 'gpu'"
+    import jax_natten.cuda
+
+    return jax_natten.cuda.unavailable_reason()
+
+
+def require_gpu():
+    """Skip the calling test without a usable GPU and CUDA extension; fail instead when
+    `JAX_NATTEN_REQUIRE_GPU=1` (a GPU CI job must not pass by skipping)."""
+    reason = gpu_unavailable_reason()
+    if reason is None:
+        return
+    if os.environ.get("JAX_NATTEN_REQUIRE_GPU") == "1":
+        pytest.fail(f"JAX_NATTEN_REQUIRE_GPU=1 but the GPU tests cannot run: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def gpu():
+    """Use as a test argument to make a test GPU-only (see `require_gpu`)."""
+    require_gpu()
