@@ -1,8 +1,10 @@
 """`python -m jax_natten bench`: times every backend on one problem, with dense attention as the
 baseline measured in the same run, FLOPs counted as in BENCHMARKS.md.
 
-Times are medians over repetitions after warm-up, each run ended by `jax.block_until_ready`,
-on random inputs that rotate between a few copies when they are small enough to sit in cache.
+Times are medians over repetitions after warm-up; each repetition times enough back-to-back calls
+to fill 5 ms and ends with `jax.block_until_ready` (so short problems are not timed by the host's
+dispatch latency), on random inputs that rotate between a few copies when they are small enough
+to sit in cache.
 The error column is SPEC's `||out - ref|| / ||ref||` against the reference backend run in
 float64 (for fwd+bwd: the largest over dQ, dK and dV).
 """
@@ -130,16 +132,25 @@ def _passes_fn(attend, passes):
     return jax.jit(lambda q, k, v, d_out: jax.vjp(attend, q, k, v)[1](d_out))
 
 
-def _time_ms(fn, input_sets, warmup, reps):
+def _time_ms(fn, input_sets, warmup, reps, min_sample_ms=5.0, max_calls=50):
+    """Median over `reps` samples of the time per call. A sample times back-to-back calls on
+    rotating inputs, then waits for the last: enough calls to fill `min_sample_ms`, so that a
+    short kernel is timed on the device rather than by the host's dispatch and wake-up latency
+    (about 0.4 ms on the lent GPU machines)."""
     for i in range(warmup):
         jax.block_until_ready(fn(*input_sets[i % len(input_sets)]))
-    times = []
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*input_sets[0]))
+    single_ms = 1e3 * (time.perf_counter() - start)
+    calls = max(1, min(max_calls, math.ceil(min_sample_ms / max(single_ms, 1e-3))))
+    samples = []
     for i in range(reps):
-        args = input_sets[i % len(input_sets)]
         start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+        for j in range(calls):
+            result = fn(*input_sets[(i * calls + j) % len(input_sets)])
+        jax.block_until_ready(result)
+        samples.append((time.perf_counter() - start) / calls)
+    return 1e3 * statistics.median(samples)
 
 
 def _relative_error(result, reference):
