@@ -32,16 +32,16 @@ struct Element<__nv_bfloat16> {
   using type = cute::bfloat16_t;
 };
 
-// The CTA's TiledMMA for operands of element type E, accumulating in float32. Half and bfloat16
-// use the SM80 tensor-core atom (valid on sm_80 and sm_90) on a 2 x 2 warp grid; float32 uses
-// exact FMAs (no TF32) on a 8 x 16 thread grid, which keeps each warp's shared-memory reads
-// within 8 rows of A and 4 of B.
+// The CTA's TiledMMA for operands of element type E, accumulating in float32, on a 2 x 2 warp
+// grid of SM80 tensor-core atoms (valid on sm_80 and sm_90). float32 operands use the TF32 atom
+// three times per product, on a split of each operand into a TF32 value and its TF32 remainder
+// (tile_gemm.cuh): float32 accuracy on tensor cores, not TF32's.
 template <typename E>
 struct TiledMmaFor;
 template <>
 struct TiledMmaFor<float> {
-  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::UniversalFMA<float, float, float, float>>{},
-                                             cute::Layout<cute::Shape<cute::_8, cute::_16, cute::_1>>{}));
+  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::SM80_16x8x8_F32TF32TF32F32_TN>{},
+                                             cute::Layout<cute::Shape<cute::_2, cute::_2, cute::_1>>{}));
 };
 template <>
 struct TiledMmaFor<cute::half_t> {

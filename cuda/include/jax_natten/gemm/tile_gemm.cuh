@@ -4,6 +4,8 @@
 
 #include <cute/tensor.hpp>
 
+#include <type_traits>
+
 #include "jax_natten/gemm/config.h"
 
 namespace jax_natten::gemm {
@@ -23,8 +25,22 @@ __device__ __forceinline__ auto accumulator_coords(const TiledMma& mma) {
       .partition_C(cute::make_identity_tensor(cute::Shape<cute::Int<kTileM>, cute::Int<kTileN>>{}));
 }
 
+// x = big + small with both parts TF32 values: big is x rounded to TF32, small the remainder
+// (exact in float32) rounded to TF32, so big + small carries 21 of float32's 24 mantissa bits.
+template <typename Src, typename Big, typename Small>
+__device__ __forceinline__ void split_tf32(const Src& src, Big& big, Small& small) {
+  CUTE_UNROLL
+  for (int i = 0; i < cute::size(src); ++i) {
+    const float x = src(i);
+    big(i) = cute::tfloat32_t(x);
+    small(i) = cute::tfloat32_t(x - static_cast<float>(big(i)));
+  }
+}
+
 // sA: (kTileM, kTileK), sB: (kTileN, kTileK) smem tensors of any layout. Fragments are read one
 // MMA k-block at a time with plain loads (the layouts in config.h keep them bank-conflict free).
+// float32 operands take three TF32 MMAs, small terms first: a*b ~ as*bb + ab*bs + ab*bb (the
+// dropped as*bs is below float32 rounding).
 template <typename TiledMma, typename TensorA, typename TensorB, typename Acc>
 __device__ __forceinline__ void tile_gemm(const TiledMma& mma, const TensorA& sA, const TensorB& sB, Acc& acc) {
   auto thread_mma = mma.get_thread_slice(threadIdx.x);
@@ -36,7 +52,19 @@ __device__ __forceinline__ void tile_gemm(const TiledMma& mma, const TensorA& sA
   for (int k = 0; k < cute::size<2>(tCsA); ++k) {
     cute::copy(tCsA(cute::_, cute::_, k), tCrA);
     cute::copy(tCsB(cute::_, cute::_, k), tCrB);
-    cute::gemm(mma, acc, tCrA, tCrB, acc);
+    if constexpr (std::is_same_v<typename TensorA::value_type, float>) {
+      auto a_big = cute::make_fragment_like<cute::tfloat32_t>(tCrA);
+      auto a_small = cute::make_fragment_like<cute::tfloat32_t>(tCrA);
+      auto b_big = cute::make_fragment_like<cute::tfloat32_t>(tCrB);
+      auto b_small = cute::make_fragment_like<cute::tfloat32_t>(tCrB);
+      split_tf32(tCrA, a_big, a_small);
+      split_tf32(tCrB, b_big, b_small);
+      cute::gemm(mma, acc, a_small, b_big, acc);
+      cute::gemm(mma, acc, a_big, b_small, acc);
+      cute::gemm(mma, acc, a_big, b_big, acc);
+    } else {
+      cute::gemm(mma, acc, tCrA, tCrB, acc);
+    }
   }
 }
 
