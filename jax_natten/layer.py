@@ -69,6 +69,31 @@ class LayerConfig:
                 f"[batch, {self.rank} spatial axes, embed_dim={self.embed_dim}]."
             )
 
+    def project(self, tokens, qkv=None, q=None, kv=None):
+        """Queries, keys and values of `tokens` (`[..., embed_dim]`) split into heads, through the
+        fused projection `qkv`, or through `q` and `kv` (GQA)."""
+        if qkv is not None:
+            query, key, value = jnp.split(qkv(tokens), 3, axis=-1)
+        else:
+            query = q(tokens)
+            key, value = jnp.split(kv(tokens), 2, axis=-1)
+        return (split_heads(query, self.num_heads), split_heads(key, self.kv_heads),
+                split_heads(value, self.kv_heads))
+
+    def forward(self, x, extra_tokens, projections, rpb, dropout):
+        """The layer up to its output projection: `x` `[batch, *spatial, embed_dim]` and optional
+        `extra_tokens` `[batch, n, embed_dim]` through `projections` (`project`'s keywords), then
+        `attend` (the bias table `rpb` in the projections' dtype); returns
+        `[batch, *spatial, embed_dim]`."""
+        self.check_input(x)
+        q, k, v = self.project(x, **projections)
+        if rpb is not None:
+            rpb = rpb.astype(q.dtype)
+        extra_k = extra_v = None
+        if extra_tokens is not None:
+            _, extra_k, extra_v = self.project(extra_tokens, **projections)
+        return merge_heads(self.attend(q, k, v, rpb, extra_k, extra_v, dropout))
+
     def attend(self, q, k, v, rpb, extra_k, extra_v, dropout):
         """Attention of projected `q, k, v` (`[batch, *spatial, heads, head_dim]`). With
         `dropout` (a function of the attention weights, or None), the weights are materialized:

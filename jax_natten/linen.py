@@ -12,7 +12,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jax_natten.layer import LayerConfig, merge_heads, split_heads
+from jax_natten.layer import LayerConfig
 
 
 class _NeighborhoodAttention(nn.Module):
@@ -52,31 +52,19 @@ class _NeighborhoodAttention(nn.Module):
         self.proj = nn.Dense(self.embed_dim, dtype=self.dtype, param_dtype=self.param_dtype)
         self.proj_dropout = nn.Dropout(self.proj_drop)
 
-    def _keys_values(self, tokens):
-        if self.config.kv_heads == self.num_heads:
-            _, k, v = jnp.split(self.qkv(tokens), 3, axis=-1)
-        else:
-            k, v = jnp.split(self.kv(tokens), 2, axis=-1)
-        return split_heads(k, self.config.kv_heads), split_heads(v, self.config.kv_heads)
-
     def __call__(self, x, extra_tokens=None, deterministic: bool = True):
         """x: `[batch, *spatial, embed_dim]`; extra_tokens: `[batch, n, embed_dim]` that every
         query also attends to (projected to keys and values as x is)."""
-        cfg = self.config
-        cfg.check_input(x)
-        if cfg.kv_heads == self.num_heads:
-            q, k, v = (split_heads(t, h) for t, h in zip(jnp.split(self.qkv(x), 3, axis=-1),
-                                                          (self.num_heads, cfg.kv_heads, cfg.kv_heads)))
+        if self.config.kv_heads == self.num_heads:
+            projections = dict(qkv=self.qkv)
         else:
-            q = split_heads(self.q(x), self.num_heads)
-            k, v = self._keys_values(x)
-        extra_k, extra_v = self._keys_values(extra_tokens) if extra_tokens is not None else (None, None)
-        rpb = self.rpb.astype(q.dtype) if self.rel_pos_bias else None
+            projections = dict(q=self.q, kv=self.kv)
+        rpb = self.rpb if self.rel_pos_bias else None
         dropout = None
         if self.attn_drop > 0 and not deterministic:
             dropout = lambda w: self.attn_dropout(w, deterministic=False)  # noqa: E731
-        out = cfg.attend(q, k, v, rpb, extra_k, extra_v, dropout)
-        return self.proj_dropout(self.proj(merge_heads(out)), deterministic=deterministic)
+        out = self.config.forward(x, extra_tokens, projections, rpb, dropout)
+        return self.proj_dropout(self.proj(out), deterministic=deterministic)
 
 
 class NeighborhoodAttention1D(_NeighborhoodAttention):

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jax_natten.layer import LayerConfig, merge_heads, split_heads
+from jax_natten.layer import LayerConfig
 
 
 class _NeighborhoodAttention(nnx.Module):
@@ -39,32 +39,21 @@ class _NeighborhoodAttention(nnx.Module):
         self.proj = nnx.Linear(embed_dim, embed_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.proj_dropout = nnx.Dropout(proj_drop, deterministic=deterministic, rngs=rngs)
 
-    def _keys_values(self, tokens):
-        cfg = self.config
-        if cfg.kv_heads == cfg.num_heads:
-            _, k, v = jnp.split(self.qkv(tokens), 3, axis=-1)
-        else:
-            k, v = jnp.split(self.kv(tokens), 2, axis=-1)
-        return split_heads(k, cfg.kv_heads), split_heads(v, cfg.kv_heads)
-
     def __call__(self, x, extra_tokens=None, deterministic: bool | None = None):
         """x: `[batch, *spatial, embed_dim]`; extra_tokens: `[batch, n, embed_dim]` that every
         query also attends to (projected to keys and values as x is)."""
         cfg = self.config
-        cfg.check_input(x)
         if cfg.kv_heads == cfg.num_heads:
-            q = split_heads(jnp.split(self.qkv(x), 3, axis=-1)[0], cfg.num_heads)
+            projections = dict(qkv=self.qkv)
         else:
-            q = split_heads(self.q(x), cfg.num_heads)
-        k, v = self._keys_values(x)
-        extra_k, extra_v = self._keys_values(extra_tokens) if extra_tokens is not None else (None, None)
-        rpb = self.rpb[...].astype(q.dtype) if self.rpb is not None else None
+            projections = dict(q=self.q, kv=self.kv)
+        rpb = self.rpb[...] if self.rpb is not None else None
         off = self.attn_dropout.deterministic if deterministic is None else deterministic
         dropout = None
         if cfg.attn_drop > 0 and not off:
             dropout = lambda w: self.attn_dropout(w, deterministic=False)  # noqa: E731
-        out = cfg.attend(q, k, v, rpb, extra_k, extra_v, dropout)
-        return self.proj_dropout(self.proj(merge_heads(out)), deterministic=deterministic)
+        out = cfg.forward(x, extra_tokens, projections, rpb, dropout)
+        return self.proj_dropout(self.proj(out), deterministic=deterministic)
 
 
 class NeighborhoodAttention1D(_NeighborhoodAttention):

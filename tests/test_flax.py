@@ -122,6 +122,8 @@ def test_gradients_and_mixed_precision():
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
     assert module.apply({"params": params}, x).dtype == jnp.bfloat16
     grads = jax.grad(lambda p: module.apply({"params": p}, x).astype(jnp.float32).sum())(params)
+    # Without dtype, bfloat16 inputs meet float32 parameters: the layer computes in float32.
+    assert linen_module(case).apply({"params": params}, x).dtype == jnp.float32
     for g in jax.tree_util.tree_leaves(grads):
         assert np.isfinite(np.asarray(g, np.float32)).all() and np.abs(np.asarray(g, np.float32)).sum() > 0
 
