@@ -1,9 +1,9 @@
-"""Command line: `python -m jax_natten bench [options]` (see `--help`)."""
+"""Command line: `python -m jax_natten bench|sweep|models [options]` (see `--help`)."""
 
 import argparse
 import sys
 
-from jax_natten import bench
+from jax_natten import bench, bench_models
 
 
 def main(argv=None):
@@ -15,11 +15,11 @@ def main(argv=None):
     bench.add_sweep_arguments(commands.add_parser(
         "sweep", help="compare backends over the documented sweep of 1-D and 2-D problems",
         description=bench.sweep_main.__doc__))
+    bench_models.add_arguments(commands.add_parser(
+        "models", help="model-level throughput of the NAT/DiNAT zoo per backend against dense attention",
+        description=bench_models.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    if args.command == "bench":
-        bench.main(args)
-    else:
-        bench.sweep_main(args)
+    {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ def format_table(problem: Problem, records, baselines):
     return "\n".join(lines)
 
 
-def json_records(problem: Problem, records, baselines, command):
+def record_header(command):
+    """The fields every BENCHMARKS.md record starts with: device, date, commit, command."""
     commit = os.environ.get("JAX_NATTEN_COMMIT")
     if commit is None:
         try:
@@ -225,9 +226,13 @@ def json_records(problem: Problem, records, baselines, command):
                                     check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             commit = "unknown"
-    common = {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
-              "commit": commit, "command": command, "problem": problem.name, "rank": problem.rank,
-              "devices": 1, "dtype": problem.dtype}
+    return {"device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(),
+            "commit": commit, "command": command}
+
+
+def json_records(problem: Problem, records, baselines, command):
+    common = {**record_header(command), "problem": problem.name, "rank": problem.rank, "devices": 1,
+              "dtype": problem.dtype}
     out = []
     for r in records:
         base = baselines.get(r.passes)

@@ -7,6 +7,7 @@ import dataclasses
 import jax.numpy as jnp
 
 FAMILIES = ("nat", "dinat_s")
+ATTENTION = ("neighborhood", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +22,9 @@ class ModelConfig:
     layer_scale: initial value of the per-channel residual scales (None: no scales).
     image_size: the input resolution the dilations were chosen for (informational: any input
       whose feature maps fit every kernel_size * dilation runs).
+    attention: "neighborhood", or "dense" for the same network with every token of a level
+      attending to all of them (`jax.nn.dot_product_attention`, cuDNN on GPUs): the baseline of
+      the model-level benchmarks.
     """
 
     family: str
@@ -39,10 +43,13 @@ class ModelConfig:
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
     backend: str | None = None
+    attention: str = "neighborhood"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"family={self.family!r}: choose one of {FAMILIES}.")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention={self.attention!r}: choose one of {ATTENTION}.")
         if len(self.depths) != len(self.num_heads) or not self.depths:
             raise ValueError(f"depths={self.depths} and num_heads={self.num_heads} need one entry per level.")
         for level, heads in enumerate(self.num_heads):
@@ -85,6 +92,8 @@ class ModelConfig:
 
     def check_image(self, image_shape):
         """ValueError when a level's feature map is smaller than a layer's kernel_size * dilation."""
+        if self.attention == "dense":
+            return
         for level, shape in enumerate(self.feature_shapes(image_shape)):
             for layer in range(self.depths[level]):
                 span = self.kernel_size * self.dilation(level, layer)

@@ -50,6 +50,25 @@ class Mlp(nn.Module):
         return nn.Dense(self.width, name="fc2", **dense)(x)
 
 
+class DenseAttention(nn.Module):
+    """Dense self attention over all tokens of the feature map, with the parameters of the
+    neighborhood attention layer (`qkv`, `proj`; no bias table): the models' dense baseline."""
+
+    config: ModelConfig
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        dense = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        qkv = nn.Dense(3 * self.width, use_bias=cfg.qkv_bias, name="qkv", **dense)(x)
+        q, k, v = (t.reshape(t.shape[0], -1, self.heads, self.width // self.heads) for t in jnp.split(qkv, 3, -1))
+        implementation = "cudnn" if jax.default_backend() == "gpu" and q.dtype != jnp.float32 else None
+        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation).reshape(x.shape)
+        return nn.Dense(self.width, name="proj", **dense)(out)
+
+
 class TransformerLayer(nn.Module):
     """Pre-norm layer: x + NA(norm1(x)), then x + MLP(norm2(x)), each branch through drop path
     (and, with layer_scale, per-channel scales gamma1 / gamma2)."""
@@ -63,10 +82,13 @@ class TransformerLayer(nn.Module):
         cfg = self.config
         width = cfg.width(self.level)
         rate = cfg.drop_path(self.level, self.layer)
-        attention = NeighborhoodAttention2D(
-            embed_dim=width, num_heads=cfg.num_heads[self.level], kernel_size=cfg.kernel_size,
-            dilation=cfg.dilation(self.level, self.layer), qkv_bias=cfg.qkv_bias, rel_pos_bias=True,
-            dtype=cfg.dtype, param_dtype=cfg.param_dtype, backend=cfg.backend, name="attn")
+        if cfg.attention == "dense":
+            attention = DenseAttention(cfg, width, cfg.num_heads[self.level], name="attn")
+        else:
+            attention = NeighborhoodAttention2D(
+                embed_dim=width, num_heads=cfg.num_heads[self.level], kernel_size=cfg.kernel_size,
+                dilation=cfg.dilation(self.level, self.layer), qkv_bias=cfg.qkv_bias, rel_pos_bias=True,
+                dtype=cfg.dtype, param_dtype=cfg.param_dtype, backend=cfg.backend, name="attn")
         branch = attention(layer_norm(cfg, "norm1")(x))
         if cfg.layer_scale is not None:
             branch = branch * self.param("gamma1", nn.initializers.constant(cfg.layer_scale), (width,),
