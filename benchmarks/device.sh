@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On the lent GPU machine: build and install jax_natten from source, run the GPU tests and the
 # benchmarks, and leave logs and results under $OUT. Stages run in the order given:
-#   JAX_NATTEN_COMMIT=<sha> bash benchmarks/device.sh build test sanitize bench sweep
+#   JAX_NATTEN_COMMIT=<sha> bash benchmarks/device.sh build test sanitize bench sweep train models
 # (JAX_NATTEN_COMMIT goes into the result records; JAX_NATTEN_TEST_FILTER is pytest's -k.)
-# The CUTLASS wheel travels in .device/ (bash ../shared/device/prepare.sh; carry ".device").
+# The wheels the device lacks travel in .device/ (carry ".device"): CUTLASS, and scikit-learn
+# for the training run:
+#   bash ../shared/device/prepare.sh scikit-learn==1.9.1 joblib==1.6.0 threadpoolctl==3.8.0
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-/tmp/jax_natten_out}
@@ -49,6 +51,25 @@ sweep() {
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
   (cd /tmp && python3 -m jax_natten sweep --backends gemm,naive --reps 5 --warmup 1 \
     --json "$out/$date-$device-gemm-over-naive.json") 2>&1 | tail -12
+}
+
+# The digits training run of examples/train_digits.py on the GPU (automatic backend choice).
+train() {
+  local date device
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  (cd /tmp && python3 "$repo/examples/train_digits.py" --json "$out/$date-$device-train-digits.json" \
+    --plot "$out/$date-$device-train-digits.png") 2>&1 | tail -14
+}
+
+# Model-level throughput (the seed paper's Tables 5 to 8): 224x224, batch 128.
+models() {
+  local date device
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  (cd /tmp && python3 -m jax_natten models --models nat_mini,nat_tiny,dinat_tiny,dinat_small,dinat_base,dinat_large \
+    --backends ${JAX_NATTEN_MODEL_BACKENDS:-gemm,naive,reference} --dtypes bfloat16,float32 --batch 128 \
+    --json "$out/$date-$device-models.json") 2>&1 | tail -60
 }
 
 for stage in "$@"; do
