@@ -1,5 +1,6 @@
-"""Shared test setup: float64 enabled (every array in the tests has an explicit dtype) and the
-GPU gate used by the CUDA tests."""
+"""Shared test setup: float64 enabled (every array in the tests has an explicit dtype), 8 virtual
+CPU devices for the sharding tests (set before any backend starts; other tests use device 0) and
+the GPU gate used by the CUDA tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_num_cpu_devices", 8)
 
 
 def gpu_unavailable_reason():

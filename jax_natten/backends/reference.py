@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jax_natten.neighborhood import Neighborhood, axis_neighbors
+from jax_natten.neighborhood import Neighborhood, axis_neighbors, token_slot_tables
+from jax_natten.partitioning import UnfusedOperators
 
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -116,7 +117,10 @@ def _neighbor_sum(weights, v, slots: _Slots):
         return out + jnp.einsum("bthg,bthd->bthgd", w_slot, v_slot, precision=_HIGHEST,
                                 preferred_element_type=acc), None
 
-    init = jnp.zeros(weights.shape[:-1] + v.shape[-1:], acc)
+    # Zeros that vary over shard_map's mesh axes like both operands: scan needs the carry's
+    # input and output types to match.
+    shape = weights.shape[:-1] + v.shape[-1:]
+    init = jnp.zeros_like(weights, shape=shape) + jnp.zeros_like(v, shape=shape, dtype=acc)
     out, _ = lax.scan(step, init, (jnp.arange(window), jnp.moveaxis(weights, -1, 0)))
     return out
 
@@ -164,3 +168,42 @@ def av(attn, value, nbhd: Neighborhood):
     weights = split_heads(attn, value.shape[-2]).astype(accumulation_dtype(attn.dtype))
     out = _neighbor_sum(weights, _tokens(value), slots)
     return out.reshape(attn.shape[:-1] + value.shape[-1:]).astype(attn.dtype)
+
+
+def _fold_batch(x, nbhd: Neighborhood):
+    """All axes before the spatial ones folded into one batch axis."""
+    return x.reshape((-1,) + x.shape[x.ndim - nbhd.rank - 2:])
+
+
+class JnpKernels(UnfusedOperators):
+    """PN, NN and IN in pure JAX with the contracts of the CUDA kernels (`cuda.unfused`), leading
+    axes folded into batch like the FFI handlers: an `UnfusedBackend` over these runs the CUDA
+    backends' custom_vjp and sharding rules on any platform."""
+
+    # `custom_partitioning` takes no closed-over constants (the slot tables): each operator traces
+    # inside its own jit, whose jaxpr keeps them.
+    @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
+    def pn_shard(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
+        q, k = _fold_batch(query, nbhd), _fold_batch(key, nbhd)
+        slots = _Slots(q.shape[1:-2], nbhd)
+        logits = _neighbor_logits(split_heads(q, k.shape[-2]), _tokens(k), slots, scale, rpb)
+        _, valid, _ = token_slot_tables(q.shape[1:-2], nbhd)
+        logits = jnp.where(valid[:, None, None, :], logits, empty_value)
+        return logits.reshape(query.shape[:-1] + (nbhd.window_size,)).astype(out_dtype)
+
+    @functools.partial(jax.jit, static_argnums=(0, 3, 4))
+    def nn_shard(self, weights, value, nbhd: Neighborhood, scale):
+        w, v = _fold_batch(weights, nbhd), _fold_batch(value, nbhd)
+        acc = accumulation_dtype(value.dtype)
+        out = _neighbor_sum(split_heads(w, v.shape[-2]).astype(acc), _tokens(v).astype(acc), _Slots(w.shape[1:-2], nbhd))
+        return (scale * out).reshape(weights.shape[:-1] + value.shape[-1:]).astype(value.dtype)
+
+    @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+    def in_shard(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
+        # IN is NN transposed in its value argument: the VJP of NN with `values` as cotangent.
+        w, x = _fold_batch(weights, nbhd), _fold_batch(values, nbhd)
+        acc = accumulation_dtype(values.dtype)
+        key_shape = x.shape[:-2] + (heads_kv, x.shape[-1])
+        _, transpose = jax.vjp(lambda v: self.nn_shard(w.astype(acc), v, nbhd, scale), jnp.zeros(key_shape, acc))
+        (out,) = transpose(x.astype(acc))
+        return out.reshape(values.shape[:-2] + (heads_kv, values.shape[-1])).astype(values.dtype)

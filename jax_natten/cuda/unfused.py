@@ -3,7 +3,8 @@ cuda/include/jax_natten/params.h for what each computes).
 
 Every call uses `vmap_method="broadcast_all"`: a vmapped axis arrives as an extra leading axis,
 and the handlers count every axis before the spatial ones as batch, so vmap (also of the
-backward calls) runs one kernel over the folded batch.
+backward calls) runs one kernel over the folded batch. `UnfusedOperators` (partitioning.py) gives
+each call its sharding rule: a sharded jit runs the kernels on each device's batch and heads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from jax_natten import cuda
 from jax_natten.neighborhood import Neighborhood
+from jax_natten.partitioning import UnfusedOperators
 
 
 def _attributes(nbhd: Neighborhood):
@@ -25,8 +27,9 @@ def _attributes(nbhd: Neighborhood):
     }
 
 
-class UnfusedKernels:
-    """One implementation (`variant`, e.g. "naive") of the three operators."""
+class UnfusedKernels(UnfusedOperators):
+    """One implementation (`variant`, e.g. "naive") of the three operators, partitioned over batch
+    and heads by `UnfusedOperators`."""
 
     def __init__(self, variant: str):
         self.variant = variant
@@ -35,22 +38,17 @@ class UnfusedKernels:
         target = f"{cuda.TARGET_PREFIX}na_{operator}_{self.variant}"
         return jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")(*args, **attributes)
 
-    def pn(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
-        """`scale * q.k (+ rpb)` per slot, `[*batch, *spatial, heads, window]` in `out_dtype`;
-        `empty_value` in the empty slots of causal windows."""
+    def pn_shard(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
         result = jax.ShapeDtypeStruct(query.shape[:-1] + (nbhd.window_size,), out_dtype)
         if rpb is None:
             rpb = jnp.zeros((0,), query.dtype)
         return self._call("pn", result, query, key, rpb, scale=np.float32(scale),
                           empty_value=np.float32(empty_value), **_attributes(nbhd))
 
-    def nn(self, weights, value, nbhd: Neighborhood, scale):
-        """`scale * sum_t weights[..., t] * value[neighbor t]`, in value's dtype."""
+    def nn_shard(self, weights, value, nbhd: Neighborhood, scale):
         result = jax.ShapeDtypeStruct(weights.shape[:-1] + value.shape[-1:], value.dtype)
         return self._call("nn", result, weights, value, scale=np.float32(scale), **_attributes(nbhd))
 
-    def inverse(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
-        """IN: per key, `scale * sum` over the (query, slot, query head of its group) that read it
-        of `weights * values`, `[*batch, *spatial, heads_kv, dim]` in values' dtype."""
+    def in_shard(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
         result = jax.ShapeDtypeStruct(values.shape[:-2] + (heads_kv, values.shape[-1]), values.dtype)
         return self._call("in", result, weights, values, scale=np.float32(scale), **_attributes(nbhd))
