@@ -72,8 +72,8 @@ def all_gathers(hlo):
     return [line for line in hlo.splitlines() if "all-gather" in line]
 
 
-@pytest.mark.parametrize("heads_kv", [HEADS_KV, HEADS], ids=["gqa", "mha"])
-@pytest.mark.parametrize("name", list(SHARDINGS))
+@pytest.mark.parametrize("name, heads_kv", [(name, HEADS_KV) for name in SHARDINGS] + [("batch+heads", HEADS)],
+                         ids=[f"{name}-gqa" for name in SHARDINGS] + ["batch+heads-mha"])
 def test_batch_and_head_sharding(name, heads_kv):
     arrays = inputs([1, heads_kv, len(name)], heads_kv)
     sharded = place(arrays, SHARDINGS[name])
