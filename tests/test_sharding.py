@@ -149,6 +149,9 @@ def test_shard_map_pmap_and_vmap_agree():
         "shard_map": jax.jit(per_device)(*arrays),
         "pmap": [x.reshape(want[i].shape) for i, x in enumerate(by_pmap(*split, arrays[3]))],
         "vmap": [x.reshape(want[i].shape) for i, x in enumerate(by_vmap(*split, arrays[3]))],
+        # A per-example bias cannot fold into the batch: one call per example.
+        "vmap with a batched bias": [x.reshape(want[i].shape) for i, x in enumerate(
+            jax.jit(jax.vmap(attention(BACKEND)))(*split, jnp.broadcast_to(arrays[3], (4,) + arrays[3].shape)))],
     }
     for name, got in results.items():
         for g, w in zip(got, want):
