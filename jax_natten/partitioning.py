@@ -109,10 +109,9 @@ def _sharding_rule(layout: Layout, operands, results):
             terms.append(" ".join(factors))
             replicated += [f for f in needs if f not in replicated]
         sides.append(", ".join(terms))
+    # `g` appears only inside the compound factor; `h` also alone (every operator has KV heads).
     sizes = {"g": layout.group} if layout.group > 1 else {}
-    if layout.group > 1 and KV_HEADS not in layout.operands + layout.results:
-        sizes["h"] = _query_heads(layout, operands) // layout.group
-    # In order of first appearance: Shardy wants the special factors' indices sorted.
+    # `replicated` is in order of first appearance: Shardy wants the special factors sorted.
     return " -> ".join(sides), tuple(replicated), sizes
 
 

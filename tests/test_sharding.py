@@ -72,8 +72,8 @@ def all_gathers(hlo):
     return [line for line in hlo.splitlines() if "all-gather" in line]
 
 
-@pytest.mark.parametrize("heads_kv", [HEADS_KV, HEADS], ids=["gqa", "mha"])
-@pytest.mark.parametrize("name", list(SHARDINGS))
+@pytest.mark.parametrize("name, heads_kv", [(name, HEADS_KV) for name in SHARDINGS] + [("batch+heads", HEADS)],
+                         ids=[f"{name}-gqa" for name in SHARDINGS] + ["batch+heads-mha"])
 def test_batch_and_head_sharding(name, heads_kv):
     arrays = inputs([1, heads_kv, len(name)], heads_kv)
     sharded = place(arrays, SHARDINGS[name])
@@ -149,6 +149,9 @@ def test_shard_map_pmap_and_vmap_agree():
         "shard_map": jax.jit(per_device)(*arrays),
         "pmap": [x.reshape(want[i].shape) for i, x in enumerate(by_pmap(*split, arrays[3]))],
         "vmap": [x.reshape(want[i].shape) for i, x in enumerate(by_vmap(*split, arrays[3]))],
+        # A per-example bias cannot fold into the batch: one call per example.
+        "vmap with a batched bias": [x.reshape(want[i].shape) for i, x in enumerate(
+            jax.jit(jax.vmap(attention(BACKEND)))(*split, jnp.broadcast_to(arrays[3], (4,) + arrays[3].shape)))],
     }
     for name, got in results.items():
         for g, w in zip(got, want):
