@@ -1,0 +1,96 @@
+"""Static configuration of the NAT / DiNAT / DiNAT_s image classifiers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+FAMILIES = ("nat", "dinat_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A hierarchical neighborhood attention classifier.
+
+    family: "nat" (NAT and DiNAT: two overlapping 3x3 stride-2 convolutions as tokenizer, a
+      3x3 stride-2 convolution between levels) or "dinat_s" (Swin-like: 4x4 patch embedding,
+      2x2 patch merging).
+    depths, num_heads: per level; level i has width embed_dim * 2**i.
+    dilations: per level, one dilation per layer (None: 1 everywhere, i.e. NAT).
+    layer_scale: initial value of the per-channel residual scales (None: no scales).
+    image_size: the input resolution the dilations were chosen for (informational: any input
+      whose feature maps fit every kernel_size * dilation runs).
+    """
+
+    family: str
+    embed_dim: int
+    depths: tuple
+    num_heads: tuple
+    mlp_ratio: float
+    drop_path_rate: float
+    kernel_size: int = 7
+    dilations: tuple | None = None
+    layer_scale: float | None = None
+    image_size: int = 224
+    num_classes: int = 1000
+    in_channels: int = 3
+    qkv_bias: bool = True
+    dtype: jnp.dtype | None = None
+    param_dtype: jnp.dtype = jnp.float32
+    backend: str | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family={self.family!r}: choose one of {FAMILIES}.")
+        if len(self.depths) != len(self.num_heads) or not self.depths:
+            raise ValueError(f"depths={self.depths} and num_heads={self.num_heads} need one entry per level.")
+        for level, heads in enumerate(self.num_heads):
+            if self.width(level) % heads:
+                raise ValueError(f"level {level}: width {self.width(level)} is not a multiple of num_heads={heads}.")
+        if self.dilations is not None:
+            if len(self.dilations) != len(self.depths) or any(
+                    len(d) != depth for d, depth in zip(self.dilations, self.depths)):
+                raise ValueError(f"dilations={self.dilations}: one tuple per level with one dilation per layer "
+                                 f"(depths={self.depths}).")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate={self.drop_path_rate!r}: it must be in [0, 1).")
+
+    def width(self, level: int) -> int:
+        return self.embed_dim * 2 ** level
+
+    def dilation(self, level: int, layer: int) -> int:
+        return 1 if self.dilations is None else self.dilations[level][layer]
+
+    def drop_path(self, level: int, layer: int) -> float:
+        """Stochastic depth rate, rising linearly from 0 to drop_path_rate over all layers."""
+        total = sum(self.depths)
+        index = sum(self.depths[:level]) + layer
+        return 0.0 if total == 1 else self.drop_path_rate * index / (total - 1)
+
+    def feature_shapes(self, image_shape):
+        """The (height, width) of each level's feature map for an image of `image_shape`."""
+        height, width = image_shape
+        if self.family == "nat":
+            # Two stride-2 convolutions with padding 1, then one per level.
+            for _ in range(2):
+                height, width = (height + 1) // 2, (width + 1) // 2
+        else:
+            height, width = -(-height // 4), -(-width // 4)
+        shapes = []
+        for _ in self.depths:
+            shapes.append((height, width))
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return shapes
+
+    def check_image(self, image_shape):
+        """ValueError when a level's feature map is smaller than a layer's kernel_size * dilation."""
+        for level, shape in enumerate(self.feature_shapes(image_shape)):
+            for layer in range(self.depths[level]):
+                span = self.kernel_size * self.dilation(level, layer)
+                if min(shape) < span:
+                    raise ValueError(
+                        f"images of {tuple(image_shape)}: level {level} has a {shape[0]}x{shape[1]} feature map, "
+                        f"smaller than kernel_size * dilation = {self.kernel_size} * "
+                        f"{self.dilation(level, layer)} of its layer {layer}; use larger images or a config "
+                        f"for this resolution (image_size={self.image_size}).")
