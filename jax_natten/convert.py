@@ -1,4 +1,4 @@
-"""Checkpoint conversion from NATTEN (PyTorch) to jax_natten's Flax layers.
+"""Checkpoint conversion from NATTEN (PyTorch) to jax_natten's Flax layers and models.
 
 A NATTEN `NeighborhoodAttention1D/2D/3D` state dict, given as NumPy arrays (for example
 `{k: v.numpy() for k, v in module.state_dict().items()}`), holds `qkv.weight` `[3C, C]`,
@@ -19,6 +19,10 @@ torch `Conv*d.weight` `[out, in, *window]` is a Flax Conv kernel `[*window, in, 
 `LayerNorm.weight` is a Flax `scale`; biases and `rpb` keep their layout. Both libraries order
 the fused `qkv` output as `[q | k | v]`, each `[heads, head_dim]`, so its rows need no
 permutation.
+
+`nat_to_linen` converts whole NAT / DiNAT / DiNAT_s checkpoints of
+SHI-Labs/Neighborhood-Attention-Transformer to `jax_natten.models` networks, whose parameter
+paths mirror those state-dict keys (`convert_state_dict` gives the rule).
 """
 
 from __future__ import annotations
@@ -50,22 +54,42 @@ def natten_to_nnx(state_dict, module):
     return module
 
 
+def nat_to_linen(state_dict, model, image_shape=None):
+    """The `params` of `model` (a `jax_natten.models` NAT, DiNAT or DiNAT_s network) holding a
+    state dict of the PyTorch models of SHI-Labs/Neighborhood-Attention-Transformer (keys such
+    as `levels.0.blocks.1.attn.qkv.weight`, `layers.2.downsample.reduction.weight`), as NumPy
+    arrays; the parameter shapes come from an abstract `init` on `image_shape` (default: the
+    config's `image_size`). Build the model with the checkpoint's configuration (depths, heads,
+    kernel size, dilations, layer scale). Raises `ValueError` for keys without a parameter,
+    parameters without a key, and shape mismatches."""
+    cfg = model.config
+    height, width = image_shape or (cfg.image_size, cfg.image_size)
+    images = jax.ShapeDtypeStruct((1, height, width, cfg.in_channels), jnp.float32)
+    expected = traverse_util.flatten_dict(jax.eval_shape(model.init, jax.random.key(0), images)["params"])
+    return traverse_util.unflatten_dict(convert_state_dict(state_dict, expected))
+
+
 def convert_state_dict(state_dict, expected):
     """Maps a PyTorch state dict onto Flax parameters.
 
     `expected`: `{path: jax.ShapeDtypeStruct}` of the Flax parameters (paths are tuples such as
-    `("qkv", "kernel")`). The torch key `a.b.weight` maps to the path `("a", "b", "kernel")` or,
-    if there is none, `("a", "b", "scale")`; any other key `a.b.name` maps to
-    `("a", "b", "name")`. Returns `{path: jnp.ndarray}` with every path of `expected`, in its
-    dtype. Raises `ValueError` naming the keys a side lacks, or the key and both shapes of a
-    mismatch."""
+    `("qkv", "kernel")`). The torch key of a path is its parts joined by dots, with a list index
+    written as a separate part (`levels_2` or `("levels", 2)` -> `levels.2`) and a `kernel` or
+    `scale` leaf named `weight`: `levels_2/blocks_5/attn/qkv/kernel` <-
+    `levels.2.blocks.5.attn.qkv.weight`. Returns `{path: jnp.ndarray}` with every path of
+    `expected`, in its dtype. Raises `ValueError` naming the keys a side lacks, or the key and
+    both shapes of a mismatch."""
+    paths = {}
+    for path in expected:
+        key = torch_key(path)
+        if key in paths:
+            raise ValueError(f"the Flax parameters {_name(paths[key])} and {_name(path)} both map to {key!r}.")
+        paths[key] = path
     converted = {}
-    unexpected = []
     for key, value in state_dict.items():
-        path = _flax_path(key, expected)
-        if path is None:
-            unexpected.append(key)
+        if key not in paths:
             continue
+        path = paths[key]
         value = np.asarray(value)
         target = expected[path]
         if value.shape != _torch_shape(path, target.shape):
@@ -74,6 +98,7 @@ def convert_state_dict(state_dict, expected):
                 f"{_name(path)} {tuple(target.shape)} needs {_torch_shape(path, target.shape)}."
             )
         converted[path] = jnp.asarray(_to_flax_layout(path, value), target.dtype)
+    unexpected = [key for key in state_dict if key not in paths]
     missing = [_name(path) for path in expected if path not in converted]
     if unexpected or missing:
         raise ValueError(
@@ -81,6 +106,19 @@ def convert_state_dict(state_dict, expected):
             f"{unexpected or 'none'}; parameters without a key: {missing or 'none'}."
         )
     return converted
+
+
+def torch_key(path):
+    """The PyTorch state-dict key of the Flax parameter `path` (see `convert_state_dict`)."""
+    parts = []
+    for part in path[:-1]:
+        if isinstance(part, int):
+            parts.append(str(part))
+            continue
+        name, _, index = part.rpartition("_")
+        parts.extend((name, index) if name and index.isdigit() else (part,))
+    leaf = "weight" if path[-1] in ("kernel", "scale") else path[-1]
+    return ".".join((*parts, leaf))
 
 
 def _linen_param_shapes(module):
@@ -91,16 +129,6 @@ def _linen_param_shapes(module):
     spatial = tuple(k * d for k, d in zip(nbhd.kernel_size, nbhd.dilation))
     x = jax.ShapeDtypeStruct((1, *spatial, module.embed_dim), jnp.float32)
     return jax.eval_shape(module.init, jax.random.key(0), x)["params"]
-
-
-def _flax_path(key, expected):
-    *modules, name = key.split(".")
-    candidates = ("kernel", "scale") if name == "weight" else (name,)
-    for leaf in candidates:
-        path = (*modules, leaf)
-        if path in expected:
-            return path
-    return None
 
 
 def _name(path):
