@@ -1,6 +1,6 @@
 """Shared test setup: float64 enabled (every array in the tests has an explicit dtype), 8 virtual
-CPU devices for the sharding tests (set before any backend starts; other tests use device 0) and
-the GPU gate used by the CUDA tests."""
+CPU devices for the sharding tests (set before any backend starts; other tests use device 0),
+the GPU gate used by the CUDA tests and the NATTEN gate used by the conversion tests."""
 
 from __future__ import annotations
 
@@ -37,3 +37,17 @@ def require_gpu():
 def gpu():
     """Use as a test argument to make a test GPU-only (see `require_gpu`)."""
     require_gpu()
+
+
+def import_natten():
+    """NATTEN and torch (for comparisons with NATTEN's own modules): skips the calling test when
+    they do not import; fails instead when `JAX_NATTEN_REQUIRE_NATTEN=1` (the CI installs them,
+    so there the comparisons must run)."""
+    try:
+        import natten
+        import torch
+    except ImportError as error:
+        if os.environ.get("JAX_NATTEN_REQUIRE_NATTEN") == "1":
+            pytest.fail(f"JAX_NATTEN_REQUIRE_NATTEN=1 but NATTEN or torch does not import: {error}")
+        pytest.skip(f"NATTEN or torch does not import: {error}")
+    return natten, torch
