@@ -98,6 +98,15 @@ def test_nat_forward_matches_hand_written():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_without_relative_positional_bias():
+    config = models.ModelConfig(family="nat", **SMALL_NAT, rel_pos_bias=False)
+    images = jnp.zeros((1, 24, 24, 3), jnp.float32)
+    params = models.network(config).init(jax.random.key(0), images)["params"]
+    assert "rpb" not in params["levels_0"]["blocks_0"]["attn"]
+    with_bias = models.network(models.ModelConfig(family="nat", **SMALL_NAT)).init(jax.random.key(0), images)
+    assert "rpb" in with_bias["params"]["levels_0"]["blocks_0"]["attn"]
+
+
 def test_dinat_s_shapes_and_patch_merging_order():
     config = models.ModelConfig(family="dinat_s", **{**SMALL_NAT, "dilations": ((1, 1), (1,))})
     images = jnp.asarray(np.random.default_rng(2).standard_normal((2, 30, 26, 3)), jnp.float32)

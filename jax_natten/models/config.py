@@ -20,6 +20,8 @@ class ModelConfig:
     depths, num_heads: per level; level i has width embed_dim * 2**i.
     dilations: per level, one dilation per layer (None: 1 everywhere, i.e. NAT).
     layer_scale: initial value of the per-channel residual scales (None: no scales).
+    rel_pos_bias: NAT/DiNAT's relative positional bias in every layer (the papers' models have
+      it; models built on NATTEN 0.20+ modules do not).
     image_size: the input resolution the dilations were chosen for (informational: any input
       whose feature maps fit every kernel_size * dilation runs).
     attention: "neighborhood", or "dense" for the same network with every token of a level
@@ -40,6 +42,7 @@ class ModelConfig:
     num_classes: int = 1000
     in_channels: int = 3
     qkv_bias: bool = True
+    rel_pos_bias: bool = True
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
     backend: str | None = None

@@ -87,7 +87,7 @@ class TransformerLayer(nn.Module):
         else:
             attention = NeighborhoodAttention2D(
                 embed_dim=width, num_heads=cfg.num_heads[self.level], kernel_size=cfg.kernel_size,
-                dilation=cfg.dilation(self.level, self.layer), qkv_bias=cfg.qkv_bias, rel_pos_bias=True,
+                dilation=cfg.dilation(self.level, self.layer), qkv_bias=cfg.qkv_bias, rel_pos_bias=cfg.rel_pos_bias,
                 dtype=cfg.dtype, param_dtype=cfg.param_dtype, backend=cfg.backend, name="attn")
         branch = attention(layer_norm(cfg, "norm1")(x))
         if cfg.layer_scale is not None:
