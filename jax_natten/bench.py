@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_natten import backends, checks, functional
+from jax_natten import backends, checks, dense, functional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +119,13 @@ def _neighborhood_fn(problem: Problem, backend):
     return attend
 
 
+def _flat_tokens(x):
+    return x.reshape(x.shape[0], -1, *x.shape[-2:])
+
+
 def _dense_fn(implementation):
     def attend(q, k, v):
-        flat = [x.reshape(x.shape[0], -1, *x.shape[-2:]) for x in (q, k, v)]
+        flat = [_flat_tokens(x) for x in (q, k, v)]
         return jax.nn.dot_product_attention(*flat, implementation=implementation).reshape(q.shape)
     return attend
 
@@ -170,11 +174,6 @@ def _float64_reference(problem: Problem, passes, args):
     return fn(*(jnp.asarray(np.asarray(x, np.float32), jnp.float64) for x in args))
 
 
-def dense_implementation(platform):
-    """The dense baseline: cuDNN on GPUs, XLA elsewhere."""
-    return "cudnn" if platform == "gpu" else "xla"
-
-
 def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=True, baseline=True):
     """Times each backend and pass; returns (records, baseline records by pass)."""
     dtype = jnp.dtype(problem.dtype)
@@ -183,7 +182,7 @@ def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=T
     for passes in passes_list:
         reference = _float64_reference(problem, passes, input_sets[0]) if check else None
         if baseline:
-            implementation = dense_implementation(backends.default_platform())
+            implementation = dense.implementation(*(_flat_tokens(x) for x in input_sets[0][:3]))
             fn = _passes_fn(_dense_fn(implementation), passes)
             ms = _time_ms(fn, input_sets, warmup, reps)
             baselines[passes] = Record(f"dense-{implementation}", passes, ms,

@@ -1,6 +1,7 @@
 """`python -m jax_natten models`: model-level throughput of the NAT / DiNAT / DiNAT_s zoo, per
-attention backend, against the same network with dense attention (cuDNN for 16-bit inputs on
-GPUs, XLA's choice otherwise) measured in the same run.
+attention backend, against the same network with dense attention measured in the same run (cuDNN
+for 16-bit inputs on GPUs wherever it accepts a level's shapes, XLA otherwise; the record's
+backend says which: "dense-cudnn", "dense-xla" or "dense-cudnn+xla").
 
 Two passes per model, backend and dtype, on random images with float32 parameters:
 - "fwd": inference, `model.apply` on a batch (images/s);
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_natten import bench
+from jax_natten import bench, dense
 
 PASSES = ("fwd", "fwd+bwd")
 
@@ -72,23 +73,31 @@ def _step_fns(config, batch: int, image_size: int):
 
 
 def run(config, name, backend_names, dtype, batch, image_size, passes_list, warmup=2, reps=5):
-    """Times the model with each backend, and with dense attention (backend "dense"), per pass."""
+    """Times the model with each backend, and with dense attention (backend "dense-<implementation>"),
+    per pass."""
     records = []
     variants = [(b, dataclasses.replace(config, backend=b, dtype=jnp.dtype(dtype))) for b in backend_names]
     variants.append(("dense", dataclasses.replace(config, attention="dense", dtype=jnp.dtype(dtype))))
     for backend, variant in variants:
         fns, args = _step_fns(variant, batch, image_size)
         for passes in passes_list:
+            with dense.record() as used:
+                jax.eval_shape(fns[passes], *args)
+            label = dense.label(used) if backend == "dense" else backend
             ms = bench._time_ms(fns[passes], [args], warmup, reps)
-            records.append(ModelRecord(name, backend, dtype, passes, batch, ms))
+            records.append(ModelRecord(name, label, dtype, passes, batch, ms))
     return records
+
+
+def is_dense(record: ModelRecord) -> bool:
+    return record.backend.startswith("dense")
 
 
 def format_table(records, image_size):
     rows = [("model", "backend", "dtype", "pass", "ms/batch", "images/s", "vs dense")]
-    dense = {(r.model, r.dtype, r.passes): r for r in records if r.backend == "dense"}
+    baselines = {(r.model, r.dtype, r.passes): r for r in records if is_dense(r)}
     for r in records:
-        base = dense.get((r.model, r.dtype, r.passes))
+        base = baselines.get((r.model, r.dtype, r.passes))
         ratio = f"{base.ms / r.ms:.3f}" if base else "-"
         rows.append((r.model, r.backend, r.dtype, r.passes, f"{r.ms:.2f}", f"{r.images_per_s:.1f}", ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -103,11 +112,11 @@ def format_table(records, image_size):
 
 def json_records(records, command):
     out = []
-    dense = {(r.model, r.dtype, r.passes): r for r in records if r.backend == "dense"}
+    baselines = {(r.model, r.dtype, r.passes): r for r in records if is_dense(r)}
     for r in records:
-        if r.backend == "dense":
+        if is_dense(r):
             continue
-        base = dense.get((r.model, r.dtype, r.passes))
+        base = baselines.get((r.model, r.dtype, r.passes))
         out.append({**bench.record_header(command), "problem": r.model, "rank": 2, "devices": 1,
                     "backend": r.backend, "dtype": r.dtype, "pass": r.passes, "batch": r.batch, "ms": r.ms,
                     "images_per_s": r.images_per_s, "baseline": "dense-attention" if base else None,

@@ -16,7 +16,7 @@ def test_records_and_table():
     records = bench_models.run(TINY, "tiny", ["reference"], "float32", batch=2, image_size=32,
                                passes_list=["fwd", "fwd+bwd"], warmup=1, reps=1)
     assert [(r.backend, r.passes) for r in records] == [
-        ("reference", "fwd"), ("reference", "fwd+bwd"), ("dense", "fwd"), ("dense", "fwd+bwd")]
+        ("reference", "fwd"), ("reference", "fwd+bwd"), ("dense-xla", "fwd"), ("dense-xla", "fwd+bwd")]
     assert all(r.ms > 0 and r.images_per_s == pytest.approx(2e3 / r.ms) for r in records)
     table = bench_models.format_table(records, 32)
     assert "| tiny  | reference | float32 | fwd+bwd |" in table

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax_natten import dense
 from jax_natten.linen import NeighborhoodAttention2D
 from jax_natten.models.config import ModelConfig
 
@@ -52,7 +53,8 @@ class Mlp(nn.Module):
 
 class DenseAttention(nn.Module):
     """Dense self attention over all tokens of the feature map, with the parameters of the
-    neighborhood attention layer (`qkv`, `proj`; no bias table): the models' dense baseline."""
+    neighborhood attention layer (`qkv`, `proj`; no bias table): the models' dense baseline, on
+    cuDNN where it accepts the level's shapes and XLA elsewhere (jax_natten/dense.py)."""
 
     config: ModelConfig
     width: int
@@ -61,12 +63,11 @@ class DenseAttention(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.config
-        dense = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-        qkv = nn.Dense(3 * self.width, use_bias=cfg.qkv_bias, name="qkv", **dense)(x)
+        dtypes = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
+        qkv = nn.Dense(3 * self.width, use_bias=cfg.qkv_bias, name="qkv", **dtypes)(x)
         q, k, v = (t.reshape(t.shape[0], -1, self.heads, self.width // self.heads) for t in jnp.split(qkv, 3, -1))
-        implementation = "cudnn" if jax.default_backend() == "gpu" and q.dtype != jnp.float32 else None
-        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation).reshape(x.shape)
-        return nn.Dense(self.width, name="proj", **dense)(out)
+        out = dense.attention(q, k, v).reshape(x.shape)
+        return nn.Dense(self.width, name="proj", **dtypes)(out)
 
 
 class TransformerLayer(nn.Module):
