@@ -68,7 +68,7 @@ sanitize() {
   echo "sanitizer environment: $chosen ($(sanitizer_env $chosen))" | tee -a "$out/summary.txt"
   for tool in $tools; do
     (cd /tmp && env $(sanitizer_env $chosen | sed 's/NOAPI=1//') JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 \
-      timeout 420 compute-sanitizer --tool $tool $([ $chosen = noapi ] && echo --report-api-errors no) --error-exitcode 9 \
+      timeout 240 compute-sanitizer --tool $tool $([ $chosen = noapi ] && echo --report-api-errors no) --error-exitcode 9 \
       python3 -m pytest -q -x -p no:cacheprovider $SANITIZE_TESTS -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_reference}" \
       >"$out/sanitizer-$tool.log" 2>&1; echo "compute-sanitizer $tool over the GPU tests: exit $?" | tee -a "$out/summary.txt") &
   done
