@@ -50,7 +50,7 @@ sanitize() {
   local variants="plain platform nograph noapi" tools="memcheck racecheck synccheck" chosen=""
   for variant in $variants; do
     for tool in $tools; do
-      (cd /tmp && env $(sanitizer_env $variant | sed 's/NOAPI=1//') timeout 300 compute-sanitizer --tool $tool \
+      (cd /tmp && env $(sanitizer_env $variant | sed 's/NOAPI=1//') timeout 200 compute-sanitizer --tool $tool \
         $([ $variant = noapi ] && echo --report-api-errors no) --error-exitcode 9 \
         python3 "$repo/benchmarks/sanitizer_probe.py" --backend gemm --grad \
         >"$out/sanitize-probe-$variant-$tool.log" 2>&1; echo "$variant $tool exit $?" >"$out/sanitize-probe-$variant-$tool.rc") &
