@@ -32,58 +32,35 @@ test() {
     | tee "$out/tests.log" | tail -15)
 }
 
-# compute-sanitizer: the pytest suite under memcheck crashed the host process (2026-11, jax 0.11.2).
-# First the minimal program (benchmarks/sanitizer_probe.py) under each tool in four environments,
-# in parallel, to see which of them the tool survives: as is; XLA's plain allocator (cudaMalloc per
-# buffer instead of the BFC pool, which also lets memcheck see each buffer's bounds); plus no
-# command buffers (CUDA graphs) and no autotuning; plus API errors not reported. Then memcheck,
-# racecheck and synccheck over a small sweep of the GPU tests in the first environment that ran.
-sanitizer_env() {  # VARIANT -> env assignments
+# compute-sanitizer. Seen on an H200 (2026-12-01, jax 0.11.2, driver 580.159): the minimal program
+# benchmarks/sanitizer_probe.py (PN with RPB, NN and IN, forward and backward, through jax) runs
+# clean under memcheck, racecheck and synccheck, with XLA's BFC allocator or its plain one; the
+# pytest sweep under the same tool segfaults the process after two tests. So the probe runs first
+# (the tool works, and our kernels are clean on it), then the pytest sweep in three variants in
+# parallel, to find what pytest adds: as is; without pytest's faulthandler (which installs its own
+# SIGSEGV/SIGBUS handlers); and with XLA's command buffers (CUDA graphs) off. Logs under $OUT.
+sanitize_variant() {  # VARIANT TOOL LOG
+  local flags="" env_vars=""
   case $1 in
-    plain) echo "" ;;
-    platform) echo "XLA_PYTHON_CLIENT_ALLOCATOR=platform" ;;
-    nograph) echo "XLA_PYTHON_CLIENT_ALLOCATOR=platform XLA_FLAGS=--xla_gpu_enable_command_buffer=,--xla_gpu_autotune_level=0" ;;
-    noapi) echo "XLA_PYTHON_CLIENT_ALLOCATOR=platform XLA_FLAGS=--xla_gpu_enable_command_buffer=,--xla_gpu_autotune_level=0 NOAPI=1" ;;
+    nofaulthandler) flags="-p no:faulthandler" ;;
+    nograph) env_vars="XLA_FLAGS=--xla_gpu_enable_command_buffer=" ;;
   esac
+  (cd /tmp && env $env_vars JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 \
+    timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool $2 --error-exitcode 9 \
+    python3 -m pytest -q -x -p no:cacheprovider $flags $SANITIZE_TESTS -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_reference}" \
+    >"$3" 2>&1; echo "compute-sanitizer $2 ($1) over the GPU tests: exit $?" | tee -a "$out/summary.txt")
 }
 sanitize() {
-  local variants="plain platform nograph noapi" tools="memcheck racecheck synccheck" chosen=""
-  for variant in $variants; do
-    for tool in $tools; do
-      (cd /tmp && env $(sanitizer_env $variant | sed 's/NOAPI=1//') timeout 200 compute-sanitizer --tool $tool \
-        $([ $variant = noapi ] && echo --report-api-errors no) --error-exitcode 9 \
-        python3 "$repo/benchmarks/sanitizer_probe.py" --backend gemm --grad \
-        >"$out/sanitize-probe-$variant-$tool.log" 2>&1; echo "$variant $tool exit $?" >"$out/sanitize-probe-$variant-$tool.rc") &
-    done
+  for tool in memcheck racecheck synccheck; do
+    (cd /tmp && timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 python3 "$repo/benchmarks/sanitizer_probe.py" \
+      --backend ${SANITIZE_BACKEND:-gemm} --grad >"$out/sanitize-probe-$tool.log" 2>&1
+     echo "compute-sanitizer $tool, probe: exit $? $(grep -m1 'ERROR SUMMARY' "$out/sanitize-probe-$tool.log")" | tee -a "$out/summary.txt") &
+  done
+  for variant in plain nofaulthandler nograph; do
+    sanitize_variant $variant memcheck "$out/sanitizer-memcheck-$variant.log" &
   done
   wait
-  for variant in $variants; do
-    for tool in $tools; do
-      echo "probe $(cat "$out/sanitize-probe-$variant-$tool.rc"): $(grep -m1 -E 'ERROR SUMMARY|sanitizer_probe|Segmentation|Error' "$out/sanitize-probe-$variant-$tool.log")" | tee -a "$out/summary.txt"
-    done
-    [ -z "$chosen" ] && grep -q "exit 0" "$out/sanitize-probe-$variant-memcheck.rc" && chosen=$variant
-  done
-  tar czf "$out/sanitize-probe-logs.tgz" -C "$out" $(cd "$out" && ls sanitize-probe-*) && rm -f "$out"/sanitize-probe-*.log "$out"/sanitize-probe-*.rc
-  [ -n "$chosen" ] || { echo "compute-sanitizer ran the probe in no environment" | tee -a "$out/summary.txt"; return 1; }
-  echo "sanitizer environment: $chosen ($(sanitizer_env $chosen))" | tee -a "$out/summary.txt"
-  for tool in $tools; do
-    (cd /tmp && env $(sanitizer_env $chosen | sed 's/NOAPI=1//') JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 \
-      timeout 240 compute-sanitizer --tool $tool $([ $chosen = noapi ] && echo --report-api-errors no) --error-exitcode 9 \
-      python3 -m pytest -q -x -p no:cacheprovider $SANITIZE_TESTS -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_reference}" \
-      >"$out/sanitizer-$tool.log" 2>&1; echo "compute-sanitizer $tool over the GPU tests: exit $?" | tee -a "$out/summary.txt") &
-  done
-  wait
-  for tool in $tools; do tail -3 "$out/sanitizer-$tool.log"; done
-}
-
-bench() {
-  local date device
-  date=$(date +%F)
-  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
-  for problem in 2d-nat 2d-dinat; do
-    (cd /tmp && python3 -m jax_natten bench --problem "$problem" --backends gemm,naive,reference --reps 20 \
-      --json "$out/$date-$device-unfused.json") 2>&1 | tail -9
-  done
+  for variant in plain nofaulthandler nograph; do tail -3 "$out/sanitizer-memcheck-$variant.log"; done
 }
 
 # Every standard problem of BENCHMARKS.md, bf16, forward and forward+backward, against cuDNN dense
