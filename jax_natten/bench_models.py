@@ -119,7 +119,7 @@ def json_records(records, command):
         base = baselines.get((r.model, r.dtype, r.passes))
         out.append({**bench.record_header(command), "problem": r.model, "rank": 2, "devices": 1,
                     "backend": r.backend, "dtype": r.dtype, "pass": r.passes, "batch": r.batch, "ms": r.ms,
-                    "images_per_s": r.images_per_s, "baseline": "dense-attention" if base else None,
+                    "images_per_s": r.images_per_s, "baseline": base.backend if base else None,
                     "baseline_ms": base.ms if base else None,
                     "baseline_images_per_s": base.images_per_s if base else None})
     return out

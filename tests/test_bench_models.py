@@ -22,7 +22,7 @@ def test_records_and_table():
     assert "| tiny  | reference | float32 | fwd+bwd |" in table
     out = bench_models.json_records(records, "test")
     assert [(r["backend"], r["pass"]) for r in out] == [("reference", "fwd"), ("reference", "fwd+bwd")]
-    assert all(r["baseline"] == "dense-attention" and r["baseline_images_per_s"] > 0 for r in out)
+    assert all(r["baseline"] == "dense-xla" and r["baseline_images_per_s"] > 0 for r in out)
     assert {"device", "date", "commit", "command", "problem", "images_per_s"} <= set(out[0])
 
 
