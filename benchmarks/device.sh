@@ -98,8 +98,8 @@ models() {
   local date device
   date=$(date +%F)
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
-  (cd /tmp && python3 -m jax_natten models --models nat_mini,nat_tiny,dinat_tiny,dinat_small,dinat_base,dinat_large \
-    --backends ${JAX_NATTEN_MODEL_BACKENDS:-gemm,naive,reference} --dtypes bfloat16,float32 --batch 128 \
+  (cd /tmp && python3 -m jax_natten models --models ${JAX_NATTEN_MODELS:-nat_mini,nat_tiny,dinat_tiny,dinat_small,dinat_base,dinat_large} \
+    --backends ${JAX_NATTEN_MODEL_BACKENDS:-gemm,naive,reference} --dtypes ${JAX_NATTEN_MODEL_DTYPES:-bfloat16,float32} --batch 128 --breakdown \
     --json "$out/$date-$device-models.json") 2>&1 | tail -60
 }
 

@@ -34,6 +34,7 @@ class ModelRecord:
     passes: str
     batch: int
     ms: float
+    attention_ms: float | None = None  # the attention cores of all layers, timed alone (--breakdown)
 
     @property
     def images_per_s(self):
@@ -72,7 +73,48 @@ def _step_fns(config, batch: int, image_size: int):
     return {"fwd": jax.jit(infer), "fwd+bwd": jax.jit(train_step)}, (params, images, labels, opt_state)
 
 
-def run(config, name, backend_names, dtype, batch, image_size, passes_list, warmup=2, reps=5):
+def _attention_fn(config, dilation, passes):
+    """The attention core of one layer (no projections) on its level's feature map, as the layer
+    calls it: neighborhood attention with the bias table, or the dense baseline."""
+    from jax_natten import functional
+
+    def attend(q, k, v, rpb):
+        if config.attention == "dense":
+            flat = [x.reshape(x.shape[0], -1, *x.shape[-2:]) for x in (q, k, v)]
+            return dense.attention(*flat).reshape(q.shape)
+        return functional.neighborhood_attention(q, k, v, config.kernel_size, dilation=dilation, rpb=rpb,
+                                                 backend=config.backend)
+
+    if passes == "fwd":
+        return jax.jit(attend)
+
+    def step(q, k, v, rpb):
+        out, vjp = jax.vjp(attend, q, k, v, rpb)
+        return vjp(out)
+    return jax.jit(step)
+
+
+def attention_ms(config, batch: int, image_size: int, passes: str, warmup=2, reps=5):
+    """Time of the attention cores of every layer of `config`, each timed alone on its level's
+    shapes and summed (layers of one level and dilation share a timing): the attention share of a
+    step is this over the step's time, the rest being projections, MLP, norms and convolutions."""
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for level, (height, width) in enumerate(config.feature_shapes((image_size, image_size))):
+        heads = config.num_heads[level]
+        head_dim = config.width(level) // heads
+        dilations = [config.dilation(level, layer) for layer in range(config.depths[level])]
+        shape = (batch, height, width, heads, head_dim)
+        q, k, v = (jnp.asarray(rng.standard_normal(shape), config.dtype) for _ in range(3))
+        window = 2 * config.kernel_size - 1
+        rpb = jnp.asarray(rng.standard_normal((heads, window, window)), config.dtype) if config.rel_pos_bias else None
+        for dilation in sorted(set(dilations)):
+            fn = _attention_fn(config, dilation, passes)
+            total += dilations.count(dilation) * bench._time_ms(fn, [(q, k, v, rpb)], warmup, reps)
+    return total
+
+
+def run(config, name, backend_names, dtype, batch, image_size, passes_list, warmup=2, reps=5, breakdown=False):
     """Times the model with each backend, and with dense attention (backend "dense-<implementation>"),
     per pass."""
     records = []
@@ -85,7 +127,8 @@ def run(config, name, backend_names, dtype, batch, image_size, passes_list, warm
                 jax.eval_shape(fns[passes], *args)
             label = dense.label(used) if backend == "dense" else backend
             ms = bench._time_ms(fns[passes], [args], warmup, reps)
-            records.append(ModelRecord(name, label, dtype, passes, batch, ms))
+            attn = attention_ms(variant, batch, image_size, passes, warmup, reps) if breakdown else None
+            records.append(ModelRecord(name, label, dtype, passes, batch, ms, attn))
     return records
 
 
@@ -94,12 +137,13 @@ def is_dense(record: ModelRecord) -> bool:
 
 
 def format_table(records, image_size):
-    rows = [("model", "backend", "dtype", "pass", "ms/batch", "images/s", "vs dense")]
+    rows = [("model", "backend", "dtype", "pass", "ms/batch", "images/s", "vs dense", "attention share")]
     baselines = {(r.model, r.dtype, r.passes): r for r in records if is_dense(r)}
     for r in records:
         base = baselines.get((r.model, r.dtype, r.passes))
         ratio = f"{base.ms / r.ms:.3f}" if base else "-"
-        rows.append((r.model, r.backend, r.dtype, r.passes, f"{r.ms:.2f}", f"{r.images_per_s:.1f}", ratio))
+        share = f"{r.attention_ms / r.ms:.0%} ({r.attention_ms:.2f} ms)" if r.attention_ms is not None else "-"
+        rows.append((r.model, r.backend, r.dtype, r.passes, f"{r.ms:.2f}", f"{r.images_per_s:.1f}", ratio, share))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"{image_size}x{image_size} images, batch {records[0].batch if records else '-'}, device "
              f"{jax.devices()[0].device_kind}; fwd = inference, fwd+bwd = training step with AdamW", ""]
@@ -121,7 +165,9 @@ def json_records(records, command):
                     "backend": r.backend, "dtype": r.dtype, "pass": r.passes, "batch": r.batch, "ms": r.ms,
                     "images_per_s": r.images_per_s, "baseline": base.backend if base else None,
                     "baseline_ms": base.ms if base else None,
-                    "baseline_images_per_s": base.images_per_s if base else None})
+                    "baseline_images_per_s": base.images_per_s if base else None,
+                    "attention_ms": r.attention_ms,
+                    "baseline_attention_ms": base.attention_ms if base else None})
     return out
 
 
@@ -135,6 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--kernel-size", type=int, default=None, help="override the models' kernel size")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time every layer's attention core alone: the attention share of each step")
     parser.add_argument("--json", type=pathlib.Path, help="append records to this JSON file (and a .md table)")
 
 
@@ -157,7 +205,7 @@ def main(args):
         image_sizes.add(image_size)
         for dtype in args.dtypes.split(","):
             records += run(config, name, args.backends.split(","), dtype, args.batch, image_size, passes_list,
-                           args.warmup, args.reps)
+                           args.warmup, args.reps, args.breakdown)
     table = format_table(records, "/".join(str(s) for s in sorted(image_sizes)))
     print(table)
     if args.json:

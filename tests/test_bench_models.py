@@ -44,3 +44,15 @@ def test_dense_attention_variant_runs_any_size():
 def test_cli_errors(argv, message, capsys):
     with pytest.raises(SystemExit, match=message):
         cli.main(["models", *argv])
+
+
+def test_breakdown_attention_share():
+    records = bench_models.run(TINY, "tiny", ["reference"], "float32", batch=2, image_size=32,
+                               passes_list=["fwd", "fwd+bwd"], warmup=1, reps=1, breakdown=True)
+    assert all(0 < r.attention_ms for r in records)
+    # The attention cores alone take less than whole steps with projections, MLPs and convolutions.
+    assert all(r.attention_ms < r.ms for r in records if r.passes == "fwd+bwd")
+    table = bench_models.format_table(records, 32)
+    assert "attention share" in table and "%" in table
+    out = bench_models.json_records(records, "test")
+    assert all(r["attention_ms"] > 0 and r["baseline_attention_ms"] > 0 for r in out)
