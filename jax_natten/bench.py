@@ -265,7 +265,7 @@ def _per_axis(values, rank, name):
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    parser.add_argument("--problem", choices=sorted(STANDARD_PROBLEMS), help="a standard problem of BENCHMARKS.md")
+    parser.add_argument("--problem", choices=sorted(STANDARD_PROBLEMS), help="a standard problem of docs/benchmarks.md")
     parser.add_argument("--size", type=_ints, help="spatial shape, e.g. 32,32 (default 32,32)")
     parser.add_argument("--kernel-size", type=_ints, help="per axis or one for all (default 7)")
     parser.add_argument("--stride", type=_ints)
