@@ -138,3 +138,13 @@ def test_reported_archs_are_in_the_binary():
         if kind != "-real":
             want_ptx.add(f"sm_{number}")
     assert (elf, ptx) == (want_elf, want_ptx), listing
+
+
+def test_gpu_capability_and_code(gpu):
+    """On a GPU: JAX reports its compute capability, the extension has code for it (else the
+    CUDA backends would not be usable), and explain's note agrees with that code's kind."""
+    capability = cuda.device_capability()
+    assert capability is not None and capability >= (8, 0)
+    kind, _ = cuda.device_code(cuda.embedded_archs(), capability)
+    note = cuda.jit_note("gpu")
+    assert (note is not None) == (kind == "ptx")
