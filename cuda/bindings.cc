@@ -1,5 +1,5 @@
 // The nanobind module jax_natten._cuda: a dict of the FFI handlers, which Python registers with
-// XLA under the "jax_natten_" prefix.
+// XLA under the "jax_natten_" prefix, and the CUDA architectures the kernels were compiled for.
 #include <nanobind/nanobind.h>
 
 #include <type_traits>
@@ -39,4 +39,6 @@ NB_MODULE(_cuda, m) {
     targets["na_in_gemm"] = Capsule(JaxNattenInGemm);
     return targets;
   });
+  // CMake's CUDA_ARCHITECTURES entries, comma-separated: "80-real,90a-real,80-virtual".
+  m.def("cuda_archs", []() { return JAX_NATTEN_CUDA_ARCHS; });
 }

@@ -1,5 +1,5 @@
 """`python -m jax_natten bench`: times every backend on one problem, with dense attention as the
-baseline measured in the same run, FLOPs counted as in BENCHMARKS.md.
+baseline measured in the same run, FLOPs counted as in docs/benchmarks.md.
 
 Times are medians over repetitions after warm-up; each repetition times enough back-to-back calls
 to fill 5 ms and ends with `jax.block_until_ready` (so short problems are not timed by the host's
@@ -32,7 +32,7 @@ from jax_natten import backends, checks, dense, functional
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One benchmark problem (BENCHMARKS.md's columns)."""
+    """One benchmark problem (the columns of docs/benchmarks.md)."""
 
     name: str
     batch: int
@@ -217,7 +217,7 @@ def format_table(problem: Problem, records, baselines):
 
 
 def record_header(command):
-    """The fields every BENCHMARKS.md record starts with: device, date, commit, command."""
+    """The fields every docs/benchmarks.md record starts with: device, date, commit, command."""
     commit = os.environ.get("JAX_NATTEN_COMMIT")
     if commit is None:
         try:
@@ -264,7 +264,7 @@ def _per_axis(values, rank, name):
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    parser.add_argument("--problem", choices=sorted(STANDARD_PROBLEMS), help="a standard problem of BENCHMARKS.md")
+    parser.add_argument("--problem", choices=sorted(STANDARD_PROBLEMS), help="a standard problem of docs/benchmarks.md")
     parser.add_argument("--size", type=_ints, help="spatial shape, e.g. 32,32 (default 32,32)")
     parser.add_argument("--kernel-size", type=_ints, help="per axis or one for all (default 7)")
     parser.add_argument("--stride", type=_ints)

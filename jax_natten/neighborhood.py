@@ -1,4 +1,4 @@
-"""The neighborhood of SPEC.md: the one place in Python where the window rule lives.
+"""The neighborhood of docs/semantics.md: the one place in Python where the window rule lives.
 
 Everything here is static NumPy on Python integers (shapes and parameters are known at trace
 time). Every backend, the benchmark and the CUDA wrappers take their windows from this module;

@@ -12,6 +12,7 @@ import logging
 
 import jax
 
+from jax_natten import cuda
 from jax_natten.backends import reference
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.cuda.unfused import UnfusedKernels
@@ -88,18 +89,22 @@ def choose(request: Request, backend: str | None = None):
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
-    """Which backend `backend=None` picks for a call, and why each other one was passed over."""
+    """Which backend `backend=None` picks for a call, why each other one was passed over, and
+    notes on how the chosen code runs (PTX JIT-compiled for a GPU the extension has no SASS for)."""
 
     chosen: str
     reasons: dict
+    notes: tuple = ()
 
     def __str__(self):
         lines = [f"chosen backend: {self.chosen}"]
         for name, reason in self.reasons.items():
             lines.append(f"  {name}: {'can run' if reason is None else 'cannot run: ' + reason}")
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
 def explain_request(request: Request) -> Explanation:
     reasons = {b.name: b.unsupported(request) for b in BACKENDS}
-    return Explanation(choose(request).name, reasons)
+    jit_note = cuda.jit_note(request.platform)
+    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jax_natten import dense
 from jax_natten.linen import NeighborhoodAttention2D
@@ -39,6 +40,28 @@ def drop_path(module: nn.Module, x, rate: float, deterministic: bool):
     return jnp.where(mask, x / keep, 0).astype(x.dtype)
 
 
+@jax.custom_jvp
+def gelu(x):
+    """Exact (erf) GELU, PyTorch's `nn.GELU()` that the reference checkpoints were trained with:
+    `jax.nn.gelu(x, approximate=False)`, with its derivative `Phi(x) + x * phi(x)` written out.
+
+    Why: in jax 0.12.0.1 the derivative of `lax.erfc`, which `jax.nn.gelu` uses, calls
+    `lax.polynomial` without casting its constant coefficients to the varying manual axes of
+    `x`, so differentiating the exact GELU inside `shard_map` (check_vma=True, the default)
+    raises "Primitive polynomial requires varying manual axes to match". The derivative below
+    uses erfc and exp only in the forward direction, where no such cast is missing.
+    """
+    return jax.nn.gelu(x, approximate=False)
+
+
+@gelu.defjvp
+def _gelu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    cdf = 0.5 * jax.lax.erfc(-x * np.sqrt(0.5).astype(x.dtype))
+    pdf = jnp.exp(-0.5 * x * x) * np.sqrt(0.5 / np.pi).astype(x.dtype)
+    return gelu(x), dx * (cdf + x * pdf)
+
+
 class Mlp(nn.Module):
     config: ModelConfig
     width: int
@@ -47,7 +70,7 @@ class Mlp(nn.Module):
     def __call__(self, x):
         dense = dict(dtype=self.config.dtype, param_dtype=self.config.param_dtype, kernel_init=dense_init)
         x = nn.Dense(int(self.width * self.config.mlp_ratio), name="fc1", **dense)(x)
-        x = nn.gelu(x, approximate=False)
+        x = gelu(x)
         return nn.Dense(self.width, name="fc2", **dense)(x)
 
 
