@@ -384,6 +384,8 @@ def sweep_main(args):
     """Times `--backends` on every problem of `paper_sweep()` in each dtype and pass, and reports
     each backend's average speedup over the last one named (e.g. gemm,naive: GEMM over naive)."""
     names = args.backends.split(",")
+    if len(set(names)) < 2:
+        raise SystemExit(f"--backends {args.backends}: name at least two backends, the last one being the baseline.")
     baseline = names[-1]
     records = []
     problems = [dataclasses.replace(problem, dtype=dtype) for dtype in args.dtypes.split(",")
