@@ -183,8 +183,8 @@ def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=T
     dtype = jnp.dtype(problem.dtype)
     input_sets = _input_sets(problem, dtype)
     records, baselines = [], {}
-    bar = progress(None, desc=problem.name, total=len(passes_list) * (len(backend_names) + baseline),
-                   leave=False) if show_progress else None
+    bar = progress(None, desc=problem.name, total=len(passes_list) * (len(backend_names) + baseline), leave=False,
+                   enabled=show_progress)
     for passes in passes_list:
         reference = _float64_reference(problem, passes, input_sets[0]) if check else None
         if baseline:
@@ -193,20 +193,16 @@ def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=T
             ms = _time_ms(fn, input_sets, warmup, reps)
             baselines[passes] = Record(f"dense-{implementation}", passes, ms,
                                        problem.flops(problem.tokens, passes) / ms / 1e9, None)
-            if bar:
-                bar.update()
+            bar.update()
         for name in backend_names:
-            if bar:
-                bar.set_postfix_str(f"{name} {passes}")
+            bar.set_postfix_str(f"{name} {passes}")
             fn = _passes_fn(_neighborhood_fn(problem, name), passes)
             ms = _time_ms(fn, input_sets, warmup, reps)
             error = _relative_error(fn(*input_sets[0]), reference) if check else None
             records.append(Record(name, passes, ms, problem.flops(math.prod(problem.kernel_size), passes) / ms / 1e9,
                                   error))
-            if bar:
-                bar.update()
-    if bar:
-        bar.close()
+            bar.update()
+    bar.close()
     return records, baselines
 
 

@@ -57,20 +57,13 @@ def sweep_plot(path, title, records, baseline):
     """Speedup of each backend over `baseline` against kernel size, one panel per rank, one
     line per (backend, dtype, pass), averaged over the sweep's resolutions and dilations."""
     plt = _pyplot()
-    times = {(p.name, p.dtype, r.passes, r.backend): r.ms for p, r in records}
-    lines = {}
-    for p, r in records:
-        if r.backend == baseline:
-            continue
-        speedup = times[(p.name, p.dtype, r.passes, baseline)] / r.ms
-        lines.setdefault(p.rank, {}).setdefault((r.backend, p.dtype, r.passes), {}).setdefault(
-            p.kernel_size[0], []).append(speedup)
+    lines = speedups_by_kernel(records, baseline)
     ranks = sorted(lines)
     fig, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 3.8), squeeze=False)
     for axis, rank in zip(axes[0], ranks):
         for (backend, dtype, passes), by_kernel in sorted(lines[rank].items()):
             kernels = sorted(by_kernel)
-            axis.plot(kernels, [statistics.mean(by_kernel[k]) for k in kernels], "o-",
+            axis.plot(kernels, [by_kernel[k] for k in kernels], "o-",
                       label=f"{backend} {dtype} {passes}")
         axis.axhline(1.0, color="gray", lw=0.8, ls="--")
         axis.set_xscale("log", base=2)
@@ -83,6 +76,21 @@ def sweep_plot(path, title, records, baseline):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def speedups_by_kernel(records, baseline):
+    """`{rank: {(backend, dtype, pass): {kernel_size: mean speedup}}}` of the sweep's `(problem,
+    record)` pairs over `baseline` (baseline ms / backend ms on the same problem, dtype, pass)."""
+    times = {(p.name, p.dtype, r.passes, r.backend): r.ms for p, r in records}
+    lines = {}
+    for p, r in records:
+        if r.backend == baseline:
+            continue
+        speedup = times[(p.name, p.dtype, r.passes, baseline)] / r.ms
+        lines.setdefault(p.rank, {}).setdefault((r.backend, p.dtype, r.passes), {}).setdefault(
+            p.kernel_size[0], []).append(speedup)
+    return {rank: {key: {k: statistics.mean(v) for k, v in by_kernel.items()} for key, by_kernel in series.items()}
+            for rank, series in lines.items()}
 
 
 def neighborhood_plot(path, title, masks, queries):

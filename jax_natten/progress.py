@@ -8,6 +8,8 @@ import sys
 from tqdm import tqdm
 
 
-def progress(iterable, desc=None, total=None, leave=True):
-    """`iterable` wrapped in a tqdm bar on stderr, disabled unless stdout is a terminal."""
-    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=not sys.stdout.isatty(), dynamic_ncols=True)
+def progress(iterable, desc=None, total=None, leave=True, enabled=True):
+    """`iterable` wrapped in a tqdm bar on stderr (`iterable=None`: a bar of `total` steps to
+    `update()`), silent unless `enabled` and stdout is a terminal."""
+    return tqdm(iterable, desc=desc, total=total, leave=leave, disable=not (enabled and sys.stdout.isatty()),
+                dynamic_ncols=True)

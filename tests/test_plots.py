@@ -42,6 +42,8 @@ def test_sweep_plot(tmp_path):
         found, _ = bench_module.run(problem, ["reference"], ["fwd"], warmup=1, reps=1, check=False, baseline=False)
         records += [(problem, r) for r in found]
         records += [(problem, dataclasses.replace(r, backend="slow", ms=2 * r.ms)) for r in found]
+    assert plots.speedups_by_kernel(records, "slow") == {
+        rank: {("reference", "bfloat16", "fwd"): {3: 2.0, 5: 2.0}} for rank in (1, 2)}
     png = tmp_path / "sweep.png"
     plots.sweep_plot(png, "test sweep", records, "slow")
     check_png(png)
@@ -91,3 +93,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys, terminal):
     err = capsys.readouterr().err
     assert ("steps" in err and "3/3" in err) == terminal, err
     assert terminal or err == ""
+    bar = progress.progress(None, desc="off", total=2, enabled=False)
+    bar.update(2)
+    bar.close()
+    assert capsys.readouterr().err == ""
