@@ -1,9 +1,9 @@
-"""Command line: `python -m jax_natten bench|sweep|models [options]` (see `--help`)."""
+"""Command line: `python -m jax_natten bench|sweep|models|neighborhood [options]` (see `--help`)."""
 
 import argparse
 import sys
 
-from jax_natten import bench, bench_models
+from jax_natten import bench, bench_models, draw
 
 
 def main(argv=None):
@@ -18,8 +18,12 @@ def main(argv=None):
     bench_models.add_arguments(commands.add_parser(
         "models", help="model-level throughput of the NAT/DiNAT zoo per backend against dense attention",
         description=bench_models.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    draw.add_arguments(commands.add_parser(
+        "neighborhood", help="draw the keys chosen queries attend (text, or a PNG with --plot)",
+        description=draw.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main}[args.command](args)
+    mains = {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main, "neighborhood": draw.main}
+    mains[args.command](args)
 
 
 if __name__ == "__main__":

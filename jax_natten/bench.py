@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_natten import backends, checks, dense, functional
+from jax_natten.progress import progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,11 +175,15 @@ def _float64_reference(problem: Problem, passes, args):
     return fn(*(jnp.asarray(np.asarray(x, np.float32), jnp.float64) for x in args))
 
 
-def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=True, baseline=True):
-    """Times each backend and pass; returns (records, baseline records by pass)."""
+def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=True, baseline=True,
+        show_progress=False):
+    """Times each backend and pass; returns (records, baseline records by pass). With
+    `show_progress`, a progress bar over the timed (pass, backend) pairs (on a terminal)."""
     dtype = jnp.dtype(problem.dtype)
     input_sets = _input_sets(problem, dtype)
     records, baselines = [], {}
+    bar = progress(None, desc=problem.name, total=len(passes_list) * (len(backend_names) + baseline), leave=False,
+                   enabled=show_progress)
     for passes in passes_list:
         reference = _float64_reference(problem, passes, input_sets[0]) if check else None
         if baseline:
@@ -187,12 +192,16 @@ def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=T
             ms = _time_ms(fn, input_sets, warmup, reps)
             baselines[passes] = Record(f"dense-{implementation}", passes, ms,
                                        problem.flops(problem.tokens, passes) / ms / 1e9, None)
+            bar.update()
         for name in backend_names:
+            bar.set_postfix_str(f"{name} {passes}")
             fn = _passes_fn(_neighborhood_fn(problem, name), passes)
             ms = _time_ms(fn, input_sets, warmup, reps)
             error = _relative_error(fn(*input_sets[0]), reference) if check else None
             records.append(Record(name, passes, ms, problem.flops(math.prod(problem.kernel_size), passes) / ms / 1e9,
                                   error))
+            bar.update()
+    bar.close()
     return records, baselines
 
 
@@ -283,6 +292,8 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--no-check", action="store_true", help="skip the float64 reference error")
     parser.add_argument("--no-baseline", action="store_true", help="skip dense attention")
     parser.add_argument("--json", type=pathlib.Path, help="append records to this JSON file (and a .md table)")
+    parser.add_argument("--plot", type=pathlib.Path,
+                        help="write a PNG of each backend's time and speedup over dense here (needs matplotlib)")
 
 
 def problem_from_args(args) -> Problem:
@@ -330,9 +341,13 @@ def main(args):
     if not args.no_check:
         jax.config.update("jax_enable_x64", True)
     records, baselines = run(problem, names, passes_list, args.warmup, args.reps,
-                             check=not args.no_check, baseline=not args.no_baseline)
+                             check=not args.no_check, baseline=not args.no_baseline, show_progress=True)
     table = format_table(problem, records, baselines)
     print(table)
+    if args.plot:
+        from jax_natten import plots
+
+        plots.bench_plot(args.plot, table.splitlines()[0], records, baselines)
     if args.json:
         existing = json.loads(args.json.read_text()) if args.json.exists() else []
         command = "python -m jax_natten " + " ".join(sys.argv[1:])
@@ -365,15 +380,15 @@ def sweep_main(args):
     """Times `--backends` on every problem of `paper_sweep()` in each dtype and pass, and reports
     each backend's average speedup over the last one named (e.g. gemm,naive: GEMM over naive)."""
     names = args.backends.split(",")
+    if len(set(names)) < 2:
+        raise SystemExit(f"--backends {args.backends}: name at least two backends, the last one being the baseline.")
     baseline = names[-1]
     records = []
-    for dtype in args.dtypes.split(","):
-        for problem in paper_sweep():
-            if args.rank and problem.rank != args.rank:
-                continue
-            problem = dataclasses.replace(problem, dtype=dtype)
-            found, _ = run(problem, names, args.passes.split(","), args.warmup, args.reps, check=False, baseline=False)
-            records.extend((problem, r) for r in found)
+    problems = [dataclasses.replace(problem, dtype=dtype) for dtype in args.dtypes.split(",")
+                for problem in paper_sweep() if not args.rank or problem.rank == args.rank]
+    for problem in progress(problems, desc="sweep"):
+        found, _ = run(problem, names, args.passes.split(","), args.warmup, args.reps, check=False, baseline=False)
+        records.extend((problem, r) for r in found)
     lines = [f"sweep of {len(paper_sweep())} problems (`paper_sweep` in jax_natten/bench.py), device "
              f"{jax.devices()[0].device_kind}; speedup = baseline ms / backend ms, averaged (arithmetic mean)",
              "", "| backend | over | rank | dtype | pass | problems | mean speedup | min | max |", "|---|---|---|---|---|---|---|---|---|"]
@@ -396,6 +411,10 @@ def sweep_main(args):
             out.extend(json_records(problem, [r], {}, command))
         args.json.write_text(json.dumps(out, indent=1))
         args.json.with_suffix(".md").write_text(f"`{command}`\n\n{table}\n")
+    if args.plot:
+        from jax_natten import plots
+
+        plots.sweep_plot(args.plot, lines[0], records, baseline)
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser):
@@ -406,3 +425,5 @@ def add_sweep_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", type=pathlib.Path, help="write the records here (and a .md table)")
+    parser.add_argument("--plot", type=pathlib.Path,
+                        help="write a PNG of each backend's speedup over the baseline against kernel size")

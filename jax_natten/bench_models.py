@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_natten import bench, dense
+from jax_natten.progress import progress
 
 PASSES = ("fwd", "fwd+bwd")
 
@@ -193,19 +194,19 @@ def main(args):
             raise SystemExit(f"--passes: {p!r} is not one of {PASSES}")
     from jax_natten import models
 
-    records = []
-    image_sizes = set()
+    jobs = []
     for name in args.models.split(","):
         if name not in models.MODELS:
             raise SystemExit(f"--models: {name!r} is not one of {sorted(models.MODELS)}")
         config = models.MODELS[name]
         if args.kernel_size is not None:
             config = dataclasses.replace(config, kernel_size=args.kernel_size)
-        image_size = args.image_size or config.image_size
-        image_sizes.add(image_size)
-        for dtype in args.dtypes.split(","):
-            records += run(config, name, args.backends.split(","), dtype, args.batch, image_size, passes_list,
-                           args.warmup, args.reps, args.breakdown)
+        jobs += [(name, config, dtype, args.image_size or config.image_size) for dtype in args.dtypes.split(",")]
+    records = []
+    for name, config, dtype, image_size in progress(jobs, desc="models"):
+        records += run(config, name, args.backends.split(","), dtype, args.batch, image_size, passes_list,
+                       args.warmup, args.reps, args.breakdown)
+    image_sizes = {image_size for *_, image_size in jobs}
     table = format_table(records, "/".join(str(s) for s in sorted(image_sizes)))
     print(table)
     if args.json:

@@ -22,7 +22,8 @@ permutation.
 
 `nat_to_linen` converts whole NAT / DiNAT / DiNAT_s checkpoints of
 SHI-Labs/Neighborhood-Attention-Transformer to `jax_natten.models` networks, whose parameter
-paths mirror those state-dict keys (`convert_state_dict` gives the rule).
+paths mirror those state-dict keys (`convert_state_dict` gives the rule); `nat_to_nnx` loads
+them into the nnx versions of those networks, which have the same paths.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def nat_to_linen(state_dict, model, image_shape=None):
     images = jax.ShapeDtypeStruct((1, height, width, cfg.in_channels), jnp.float32)
     expected = traverse_util.flatten_dict(jax.eval_shape(model.init, jax.random.key(0), images)["params"])
     return traverse_util.unflatten_dict(convert_state_dict(state_dict, expected))
+
+
+def nat_to_nnx(state_dict, model):
+    """Loads a NAT / DiNAT / DiNAT_s PyTorch state dict (as for `nat_to_linen`) into the nnx
+    network `model` (`jax_natten.models.create_nnx` or `nnx_network`) in place, and returns
+    `model`. Raises `ValueError` as `nat_to_linen` does, before changing anything."""
+    return natten_to_nnx(state_dict, model)
 
 
 def convert_state_dict(state_dict, expected):

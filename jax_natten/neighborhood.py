@@ -120,3 +120,15 @@ def token_slot_tables(spatial_shape, nbhd: Neighborhood):
     full = tuple(spatial_shape) + nbhd.kernel_size
     tokens = math.prod(spatial_shape)
     return tuple(np.broadcast_to(x, full).reshape(tokens, nbhd.window_size) for x in (keys, valid, bias))
+
+
+def attended_keys(spatial_shape, nbhd: Neighborhood, query) -> np.ndarray:
+    """Boolean mask of `spatial_shape`: the keys that the query at coordinates `query` attends
+    (the product of its per-axis windows)."""
+    mask = np.ones((), bool)
+    for length, position, params in zip(spatial_shape, query, nbhd.axes()):
+        table = axis_neighbors(length, *params)
+        on_axis = np.zeros(length, bool)
+        on_axis[table.keys[position][table.valid[position]]] = True
+        mask = mask[..., None] & on_axis
+    return mask

@@ -1,7 +1,7 @@
 """Checkpoint conversion of whole NAT / DiNAT / DiNAT_s classifiers: small PyTorch models with the
 key names of SHI-Labs/Neighborhood-Attention-Transformer (tests/torch_nat.py) and random weights,
-converted with `convert.nat_to_linen`, against our `jax_natten.models` networks (reference
-backend): same logits in float32. With relative positional bias the torch attention is dense
+converted with `convert.nat_to_linen` and `convert.nat_to_nnx`, against our `jax_natten.models`
+networks, linen and nnx (reference backend): same logits in float32. With relative positional bias the torch attention is dense
 masked attention built from the test oracle; without it, NATTEN 0.21's own module (flex
 backend)."""
 
@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import oracle
 from conftest import import_natten
@@ -48,9 +49,12 @@ def torch_logits_and_state_dict(model, seed):
 
 
 def our_logits(config, state_dict, images):
+    """The logits of the linen and of the nnx network holding the converted checkpoint."""
     model = models.network(config)
     params = convert.nat_to_linen(state_dict, model)
-    return jax.jit(model.apply)({"params": params}, jnp.asarray(images))
+    linen_logits = jax.jit(model.apply)({"params": params}, jnp.asarray(images))
+    nnx_model = convert.nat_to_nnx(state_dict, models.nnx_network(config, rngs=nnx.Rngs(0)))
+    return linen_logits, nnx.jit(lambda m, x: m(x))(nnx_model, jnp.asarray(images))
 
 
 @pytest.mark.parametrize("variant, layer_scale", [("nat", 0.5), ("dinat", None), ("dinat_s", None)])
@@ -62,7 +66,8 @@ def test_model_with_rpb_matches_torch(variant, layer_scale):
     model = torch_classifier(variant, config, torch_nat.DenseRPBAttention, seed=1)
     images, want, state_dict = torch_logits_and_state_dict(model, seed=2)
     assert "levels.0.blocks.1.attn.rpb" in state_dict or "layers.0.blocks.1.attn.rpb" in state_dict
-    assert oracle.rel_err(our_logits(config, state_dict, images), want) < 1e-5
+    for logits in our_logits(config, state_dict, images):
+        assert oracle.rel_err(logits, want) < 1e-5
 
 
 @pytest.mark.parametrize("variant", ["dinat", "dinat_s"])
@@ -76,7 +81,8 @@ def test_model_with_natten_021_attention_matches_torch(variant):
 
     model = torch_classifier(variant, config, attention, seed=3)
     images, want, state_dict = torch_logits_and_state_dict(model, seed=4)
-    assert oracle.rel_err(our_logits(config, state_dict, images), want) < 1e-5
+    for logits in our_logits(config, state_dict, images):
+        assert oracle.rel_err(logits, want) < 1e-5
 
 
 def test_parameters_land_in_their_layers():

@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_natten import cuda
 from jax_natten.backends import reference
 from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood, token_slot_tables

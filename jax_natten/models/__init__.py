@@ -1,11 +1,16 @@
-"""Image classifiers built on neighborhood attention (Flax linen): NAT, DiNAT and DiNAT_s with
-the configurations of their papers.
+"""Image classifiers built on neighborhood attention (Flax linen and nnx): NAT, DiNAT and
+DiNAT_s with the configurations of their papers.
 
     from jax_natten import models
     model = models.create("dinat_tiny", num_classes=1000, dtype=jnp.bfloat16)
     variables = model.init(jax.random.key(0), images)            # images: [batch, H, W, 3]
     logits = model.apply(variables, images)                      # deterministic (inference)
     logits = model.apply(variables, images, deterministic=False, rngs={"dropout": key})
+
+The nnx versions (`nnx_networks.py`) have the same configurations and parameter paths:
+
+    model = models.create_nnx("dinat_tiny", rngs=nnx.Rngs(0), num_classes=1000)
+    logits = model(images)                                       # deterministic (inference)
 
 `MODELS` maps each name to its `ModelConfig`; `create` accepts any config field as a keyword
 (`create("nat_mini", kernel_size=5, image_size=64)`, say).
@@ -17,6 +22,7 @@ import dataclasses
 
 from jax_natten.models.config import ModelConfig
 from jax_natten.models.networks import DiNATs, NAT
+from jax_natten.models.nnx_networks import Classifier as NnxClassifier
 
 # NAT (arXiv:2204.07143) and DiNAT (arXiv:2209.15001): overlapping convolutional tokenizer and
 # downsamplers, 7x7 neighborhoods; DiNAT alternates plain and dilated layers, the dilation
@@ -65,13 +71,23 @@ MODELS = {
 }
 
 
-def create(name: str, **overrides):
-    """The Flax module of model `name` (a key of `MODELS`); `overrides` replace config fields
-    (`num_classes`, `dtype`, `backend`, `drop_path_rate`, ...)."""
+def _config(name: str, **overrides) -> ModelConfig:
+    """`MODELS[name]` with `overrides` replacing fields."""
     if name not in MODELS:
         raise ValueError(f"model {name!r}: unknown; choose one of {sorted(MODELS)}.")
-    config = dataclasses.replace(MODELS[name], **overrides)
-    return network(config)
+    return dataclasses.replace(MODELS[name], **overrides)
+
+
+def create(name: str, **overrides):
+    """The Flax linen module of model `name` (a key of `MODELS`); `overrides` replace config
+    fields (`num_classes`, `dtype`, `backend`, `drop_path_rate`, ...)."""
+    return network(_config(name, **overrides))
+
+
+def create_nnx(name: str, *, rngs, **overrides):
+    """The Flax nnx module of model `name`, its parameters drawn from `rngs` (an `nnx.Rngs`;
+    drop path draws from its `dropout` stream, else its default one); `overrides` as in `create`."""
+    return nnx_network(_config(name, **overrides), rngs=rngs)
 
 
 def network(config: ModelConfig):
@@ -79,4 +95,10 @@ def network(config: ModelConfig):
     return NAT(config) if config.family == "nat" else DiNATs(config)
 
 
-__all__ = ["MODELS", "DiNATs", "ModelConfig", "NAT", "create", "network"]
+def nnx_network(config: ModelConfig, *, rngs):
+    """The Flax nnx module for `config`, with the linen module's parameter paths."""
+    return NnxClassifier(config, rngs=rngs)
+
+
+__all__ = ["MODELS", "DiNATs", "ModelConfig", "NAT", "NnxClassifier", "create", "create_nnx", "network",
+           "nnx_network"]

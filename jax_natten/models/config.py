@@ -93,6 +93,14 @@ class ModelConfig:
             height, width = (height + 1) // 2, (width + 1) // 2
         return shapes
 
+    def check_images(self, shape):
+        """ValueError unless `shape` is `[batch, height, width, in_channels]` with feature maps
+        that fit every layer (`check_image`)."""
+        if len(shape) != 4 or shape[-1] != self.in_channels:
+            raise ValueError(f"images have shape {tuple(shape)}; expected [batch, height, width, "
+                             f"{self.in_channels}].")
+        self.check_image(shape[1:3])
+
     def check_image(self, image_shape):
         """ValueError when a level's feature map is smaller than a layer's kernel_size * dilation."""
         if self.attention == "dense":

@@ -216,10 +216,7 @@ class _Classifier(nn.Module):
     def __call__(self, images, deterministic: bool = True):
         """images: `[batch, height, width, in_channels]`; returns logits `[batch, num_classes]`."""
         cfg = self.config
-        if images.ndim != 4 or images.shape[-1] != cfg.in_channels:
-            raise ValueError(f"images have shape {tuple(images.shape)}; expected [batch, height, width, "
-                             f"{cfg.in_channels}].")
-        cfg.check_image(images.shape[1:3])
+        cfg.check_images(images.shape)
         x = self.stem(cfg, name="patch_embed")(images)
         for level in range(len(cfg.depths)):
             x = Level(cfg, level, name=f"{self.level_name}_{level}")(x, deterministic)
