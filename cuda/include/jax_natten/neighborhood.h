@@ -74,6 +74,10 @@ JAX_NATTEN_HOST_DEVICE Range inverse_window(const AxisParams& p, int position) {
   return {first, lo};
 }
 
+// Index along one axis of the [2k - 1] bias table of the query at in-group coordinate u and the
+// key at in-group coordinate v of its window.
+JAX_NATTEN_HOST_DEVICE int bias_coordinate(const AxisParams& p, int u, int v) { return v - u + p.kernel_size - 1; }
+
 constexpr int kMaxRank = 3;
 
 // The token grid of one call: per-axis parameters of a row-major [*spatial] layout.
@@ -106,7 +110,7 @@ JAX_NATTEN_HOST_DEVICE Neighbor neighbor(const Grid& grid, int64_t token, int sl
     int v = w.start + offsets[a];
     n.valid = n.valid && v < w.end;
     n.token = n.token * p.length + v * p.dilation + positions[a] % p.dilation;
-    n.bias_offset = n.bias_offset * (2 * p.kernel_size - 1) + v - positions[a] / p.dilation + p.kernel_size - 1;
+    n.bias_offset = n.bias_offset * (2 * p.kernel_size - 1) + bias_coordinate(p, positions[a] / p.dilation, v);
   }
   return n;
 }
