@@ -6,15 +6,15 @@
 // Written once for every execution context Ctx (the real GPU one in kernel.cuh, the host
 // emulations in tests): the code here touches no thread or block index, barrier, shuffle or
 // asynchronous copy except through
-//   ctx.thread_idx(), ctx.sync(), ctx.shfl_xor(float, mask),
-//   ctx.cp_async_16(smem_dst, global_src, valid)   (16 bytes, zeros when !valid),
-//   ctx.cp_async_commit(), ctx.template cp_async_wait<N>()  (all but the N newest groups landed).
+// jax_natten/exec/context.h's API (thread_index, sync_threads, shfl_xor, cp_async_16/commit/wait,
+// mma_op).
 #pragma once
 
 #include <cute/tensor.hpp>
 
 #include <cstdint>
 
+#include "jax_natten/exec/context.h"
 #include "jax_natten/fused/epilogue.h"
 #include "jax_natten/fused/mask.h"
 #include "jax_natten/fused/params.h"
@@ -23,41 +23,65 @@
 
 namespace jax_natten::fused {
 
+// The SM80 tensor-core atom of each 16-bit input dtype (float32 accumulation).
+template <class Elem>
+struct Sm80Atom;
+template <>
+struct Sm80Atom<cute::half_t> {
+  using Op = cute::SM80_16x8x16_F32F16F16F32_TN;
+};
+template <>
+struct Sm80Atom<cute::bfloat16_t> {
+  using Op = cute::SM80_16x8x16_F32BF16BF16F32_TN;
+};
+
 // Elem: float16 / bfloat16 (cute types); kHeadDim: head-dim class (dim and dim_v at most this,
-// padded with zeros); BQ, BK: rows of a Q / KV tile; TiledMma: its atom and thread layout
-// (warps along M only, so that a warp owns whole rows of S); kRowThreads: threads sharing an S row.
-template <class Elem_, int kHeadDim_, int BQ_, int BK_, class TiledMma_, int kRowThreads_>
+// padded with zeros); BQ, BK: rows of a Q / KV tile; kWarps warps stacked along M, so that a warp
+// owns 16 whole rows of S and the 4 threads of a row reduce it with two shuffles.
+template <class Elem_, int kHeadDim_, int BQ_, int BK_, int kWarps_>
 struct Config {
   using Elem = Elem_;
-  using TiledMma = TiledMma_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int BQ = BQ_;
   static constexpr int BK = BK_;
-  static constexpr int kRowThreads = kRowThreads_;
-  static constexpr int kThreads = decltype(cute::size(TiledMma{}))::value;
-  static constexpr int kStages = 2;                        // K/V tiles in flight
-  static constexpr int kChunk = 16 / sizeof(Elem);         // elements per 16-byte copy
-  static constexpr int kSmemBytes = (BQ + 2 * kStages * BK) * kHeadDim * int(sizeof(Elem));
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kRowThreads = 4;
+  static constexpr int kStages = 2;                 // K/V tiles in flight
+  static constexpr int kChunk = 16 / sizeof(Elem);  // elements per 16-byte copy
+  template <class Ctx>
+  using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename Ctx::template mma_op<typename Sm80Atom<Elem>::Op>>,
+                                  cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>>;
+  struct Shared {
+    alignas(128) Elem q[BQ * kHeadDim];
+    alignas(128) Elem k[kStages][BK * kHeadDim];
+    alignas(128) Elem v[kStages][BK * kHeadDim];
+  };
+  static_assert(BQ == 16 * kWarps, "one m16 row block per warp");
   static_assert(kHeadDim % 16 == 0 && BK % 16 == 0, "tile sizes must fit the m16n8k16 atom");
 };
 
 // Issue the copies of `rows` gathered token rows (`token[row]`, -1 for none) of `width` valid
 // elements into a [rows][kHeadDim] smem tile; padding rows and columns become zeros.
 template <class Cfg, class Ctx, class RowToken>
-CUTE_HOST_DEVICE void load_rows(const Ctx& ctx, typename Cfg::Elem* dst, const typename Cfg::Elem* src,
+JAX_NATTEN_CTA void load_rows(const Ctx& ctx, typename Cfg::Elem* dst, const typename Cfg::Elem* src,
                                 int rows, int64_t row_stride, int width, const RowToken& token) {
   constexpr int kChunksPerRow = Cfg::kHeadDim / Cfg::kChunk;
-  for (int c = ctx.thread_idx(); c < rows * kChunksPerRow; c += Cfg::kThreads) {
+  for (int c = ctx.thread_index(); c < rows * kChunksPerRow; c += Cfg::kThreads) {
     const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * Cfg::kChunk;
     const int64_t t = token(row);
-    const bool valid = t >= 0 && col < width;
-    ctx.cp_async_16(dst + row * Cfg::kHeadDim + col, valid ? src + t * row_stride + col : src, valid);
+    typename Cfg::Elem* chunk = dst + row * Cfg::kHeadDim + col;
+    if (t >= 0 && col < width) {
+      ctx.cp_async_16(chunk, src + t * row_stride + col);
+    } else {
+      for (int e = 0; e < Cfg::kChunk; ++e) chunk[e] = typename Cfg::Elem(0.f);
+    }
   }
 }
 
 // acc (C fragment) += sA (M x K) * sB (N x K)^T, both in shared memory, k-block by k-block.
 template <class TiledMma, class ThrMma, class SA, class SB, class Acc>
-CUTE_HOST_DEVICE void smem_gemm(const TiledMma& mma, const ThrMma& thr, const SA& sA, const SB& sB, Acc& acc) {
+JAX_NATTEN_CTA void smem_gemm(const TiledMma& mma, const ThrMma& thr, const SA& sA, const SB& sB, Acc& acc) {
   using namespace cute;
   auto tA = thr.partition_A(sA);
   auto tB = thr.partition_B(sB);
@@ -72,8 +96,8 @@ CUTE_HOST_DEVICE void smem_gemm(const TiledMma& mma, const ThrMma& thr, const SA
 }
 
 template <class Cfg, class Ctx>
-CUTE_HOST_DEVICE void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int64_t q_tile_index, int head,
-                                        int64_t batch, void* smem) {
+JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int64_t q_tile_index, int head,
+                                      int64_t batch, typename Cfg::Shared& smem) {
   using namespace cute;
   using Elem = typename Cfg::Elem;
   constexpr int D = Cfg::kHeadDim, BQ = Cfg::BQ, BK = Cfg::BK;
@@ -86,9 +110,9 @@ CUTE_HOST_DEVICE void fused_forward_cta(const Ctx& ctx, const FusedParams& p, in
   const Elem* k = static_cast<const Elem*>(p.k) + (batch * p.tokens * p.heads_kv + kv_head) * p.dim;
   const Elem* v = static_cast<const Elem*>(p.v) + (batch * p.tokens * p.heads_kv + kv_head) * p.dim_v;
 
-  Elem* smem_q = static_cast<Elem*>(smem);
-  Elem* smem_k = smem_q + BQ * D;
-  Elem* smem_v = smem_k + Cfg::kStages * BK * D;
+  Elem* smem_q = smem.q;
+  Elem* smem_k = smem.k[0];
+  Elem* smem_v = smem.v[0];
 
   // Token of Q row `row`, -1 past the group's end.
   auto q_token = [&](int row) -> int64_t {
@@ -122,8 +146,8 @@ CUTE_HOST_DEVICE void fused_forward_cta(const Ctx& ctx, const FusedParams& p, in
   load_kv(0);
   ctx.cp_async_commit();
 
-  typename Cfg::TiledMma mma;
-  auto thr = mma.get_slice(ctx.thread_idx());
+  typename Cfg::template TiledMma<Ctx> mma;
+  auto thr = mma.get_slice(ctx.thread_index());
   Tensor sQ = make_tensor(make_smem_ptr(smem_q), make_layout(make_shape(Int<BQ>{}, Int<D>{}), LayoutRight{}));
 
   Tensor acc_o = partition_fragment_C(mma, Shape<Int<BQ>, Int<D>>{});
@@ -155,7 +179,7 @@ CUTE_HOST_DEVICE void fused_forward_cta(const Ctx& ctx, const FusedParams& p, in
     if (j + 1 < t.kv_tiles) load_kv(j + 1);
     ctx.cp_async_commit();
     ctx.template cp_async_wait<1>();  // Q and KV tile j have landed (this thread's copies)
-    ctx.sync();                        // ... and every other thread's
+    ctx.sync_threads();               // ... and every other thread's
 
     const int stage = j % Cfg::kStages;
     Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * BK * D),
@@ -202,7 +226,7 @@ CUTE_HOST_DEVICE void fused_forward_cta(const Ctx& ctx, const FusedParams& p, in
       copy(tV(_, _, kb), rV);
       gemm(mma, p_a(_, _, kb), rV, acc_o);
     }
-    ctx.sync();  // everyone is done with this stage before tile j + 2 is loaded into it
+    ctx.sync_threads();  // everyone is done with this stage before tile j + 2 is loaded into it
   }
 
   store_output<Elem>(p, batch, head, softmax, o_rc, o_coords_rc, row_tokens);

@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include "jax_natten/exec/context.h"
+
 namespace jax_natten::fused {
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -39,14 +41,14 @@ CUTE_HOST_DEVICE constexpr auto accumulator_as_a(Layout l) {
 }
 
 template <int kRowThreads, class Ctx>
-CUTE_HOST_DEVICE float row_max(const Ctx& ctx, float x) {
+JAX_NATTEN_CTA float row_max(const Ctx& ctx, float x) {
   CUTE_UNROLL
   for (int m = 1; m < kRowThreads; m *= 2) x = fmaxf(x, ctx.shfl_xor(x, m));
   return x;
 }
 
 template <int kRowThreads, class Ctx>
-CUTE_HOST_DEVICE float row_sum(const Ctx& ctx, float x) {
+JAX_NATTEN_CTA float row_sum(const Ctx& ctx, float x) {
   CUTE_UNROLL
   for (int m = 1; m < kRowThreads; m *= 2) x += ctx.shfl_xor(x, m);
   return x;
@@ -69,7 +71,7 @@ struct OnlineSoftmax {
   // scores: ((rows), (columns)) log2-domain scores of one KV tile (-inf where masked), replaced
   // by their exponentials; out: ((rows), (columns)) output accumulator, rescaled.
   template <class Ctx, class Scores, class Out>
-  CUTE_HOST_DEVICE void update(const Ctx& ctx, Scores& scores, Out& out) {
+  JAX_NATTEN_CTA void update(const Ctx& ctx, Scores& scores, Out& out) {
     CUTE_UNROLL
     for (int r = 0; r < kRows; ++r) {
       float tile_max = -INFINITY;
