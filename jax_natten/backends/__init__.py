@@ -13,6 +13,7 @@ import logging
 import jax
 
 from jax_natten.backends import reference
+from jax_natten.backends.fused import FusedBackend
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood
@@ -51,9 +52,11 @@ class ReferenceBackend:
 
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
+# 16-byte row loads: head dims must be multiples of 8.
+_GEMM = UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8)
 BACKENDS = (
-    # 16-byte row loads: head dims must be multiples of 8.
-    UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8),
+    FusedBackend(_GEMM),
+    _GEMM,
     ReferenceBackend(),
     UnfusedBackend("naive", UnfusedKernels("naive")),
 )
@@ -92,14 +95,18 @@ class Explanation:
 
     chosen: str
     reasons: dict
+    notes: dict = dataclasses.field(default_factory=dict)  # what a backend that can run does differently
 
     def __str__(self):
         lines = [f"chosen backend: {self.chosen}"]
         for name, reason in self.reasons.items():
             lines.append(f"  {name}: {'can run' if reason is None else 'cannot run: ' + reason}")
+            if name in self.notes:
+                lines.append(f"    note: {self.notes[name]}")
         return "\n".join(lines)
 
 
 def explain_request(request: Request) -> Explanation:
     reasons = {b.name: b.unsupported(request) for b in BACKENDS}
-    return Explanation(choose(request).name, reasons)
+    notes = {b.name: b.note for b in BACKENDS if getattr(b, "note", None)}
+    return Explanation(choose(request).name, reasons, notes)

@@ -22,6 +22,11 @@ else:
         jax.ffi.register_ffi_target(TARGET_PREFIX + _name, _capsule, platform="CUDA")
 
 
+def extension():
+    """The imported extension module, or None."""
+    return _cuda
+
+
 def target_names() -> tuple[str, ...]:
     """The registered FFI targets (empty without the extension)."""
     if _cuda is None:
