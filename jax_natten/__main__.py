@@ -1,9 +1,9 @@
-"""Command line: `python -m jax_natten bench|sweep|models [options]` (see `--help`)."""
+"""Command line: `python -m jax_natten bench|sweep|models|plan [options]` (see `--help`)."""
 
 import argparse
 import sys
 
-from jax_natten import bench, bench_models
+from jax_natten import bench, bench_models, fused_plan
 
 
 def main(argv=None):
@@ -18,8 +18,12 @@ def main(argv=None):
     bench_models.add_arguments(commands.add_parser(
         "models", help="model-level throughput of the NAT/DiNAT zoo per backend against dense attention",
         description=bench_models.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    fused_plan.add_arguments(commands.add_parser(
+        "plan", help="dry run of the fused forward kernel: tiles, grid, tile efficiency, smem/registers (no GPU)",
+        description=fused_plan.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main}[args.command](args)
+    {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main,
+     "plan": fused_plan.main}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ product of per-axis sums, exact and cheap for any problem size. Windows come fro
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -107,6 +109,7 @@ def _static_entry(dtype: str, head_class: int):
                  and e.get("arch") == "sm_90a"), None)
 
 
+@functools.lru_cache(maxsize=256)
 def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *, batch: int = 1,
          heads: int = 1, dtype: str = "bfloat16", q_tile=None, kv_tile=None) -> FusedPlan:
     """What the fused forward does for `[batch, *spatial_shape, heads, head_dim]` inputs; the tile
@@ -119,6 +122,7 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
     if nbhd.rank != rank:
         raise ValueError(f"spatial_shape has {rank} axes, the neighborhood {nbhd.rank}")
     kv_rows = kv_tile_rows(head_class)
+    spatial_shape = tuple(spatial_shape)
     q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, Q_TILE_ROWS))
     kv_choices = [tuple(kv_tile)] if kv_tile is not None else list(_boxes(rank, kv_rows))
     for name, boxes, rows in (("q_tile", q_choices, Q_TILE_ROWS), ("kv_tile", kv_choices, kv_rows)):
@@ -148,3 +152,37 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
         smem_bytes=(Q_TILE_ROWS + 2 * STAGES * kv_rows) * head_class * 2,
         registers=None if entry is None else entry["registers"],
         spill_bytes=None if entry is None else entry["spill_bytes"])
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    from jax_natten import bench
+    bench.add_problem_arguments(parser)
+    parser.add_argument("--all", action="store_true", help="every standard problem of BENCHMARKS.md (the default "
+                        "when no problem option is given)")
+    parser.add_argument("--json", type=pathlib.Path, help="write the plans to this JSON file")
+
+
+def format_plan(name: str, p: FusedPlan) -> str:
+    registers = "not in the static table" if p.registers is None else f"{p.registers} registers/thread, " \
+        f"{p.spill_bytes} spill bytes"
+    return (f"{name}: Q tile {'x'.join(map(str, p.q_tile))}, KV tile {'x'.join(map(str, p.kv_tile))}, head-dim class "
+            f"{p.head_dim_class}, grid {p.grid[0]}x{p.grid[1]}x{p.grid[2]} ({p.ctas_with_work} Q tiles with work per "
+            f"batch and head), KV tiles per Q tile {p.kv_tiles_mean:.1f} mean / {p.kv_tiles_max} max, tile efficiency "
+            f"{p.tile_efficiency:.3f}, unmasked KV tiles {p.fast_path_fraction:.3f}, smem {p.smem_bytes // 1024} KiB/CTA "
+            f"({THREADS} threads), {registers}")
+
+
+def main(args):
+    from jax_natten import bench, checks
+    chosen = [f for f in ("problem", "size", "kernel_size", "stride", "dilation", "causal", "batch", "heads",
+                          "heads_kv", "head_dim", "dtype") if getattr(args, f) is not None]
+    problems = list(bench.STANDARD_PROBLEMS.values()) if args.all or not chosen else [bench.problem_from_args(args)]
+    plans = {}
+    for problem in problems:
+        nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride, problem.dilation,
+                                   problem.is_causal)
+        plans[problem.name] = plan(problem.spatial, nbhd, problem.head_dim, batch=problem.batch,
+                                   heads=problem.heads, dtype=problem.dtype)
+        print(format_plan(problem.name, plans[problem.name]))
+    if args.json:
+        args.json.write_text(json.dumps({n: p.as_dict() for n, p in plans.items()}, indent=1) + "\n")
