@@ -89,5 +89,11 @@ class FusedBackend:
             return "rpb with stride > 1 or causal axes: NATTEN defines the bias for stride 1, non-causal only"
         return self.gemm.unsupported(request)
 
+    def qk(self, query, key, nbhd, rpb=None):
+        raise NotImplementedError("the fused backend computes attention only; qk runs on an unfused backend")
+
+    def av(self, attn, value, nbhd):
+        raise NotImplementedError("the fused backend computes attention only; av runs on an unfused backend")
+
     def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None):
         return _attention(self.gemm, nbhd, scale, query, key, value, rpb, additional_keys, additional_values)

@@ -1,5 +1,6 @@
 // The fused forward as a CTA-level kernel (exec/device_context.cuh's contract: kThreads, Shared,
-// run): block (x, y, z) is Q tile x of head y for batches z, z + grid.z, ... The one list of
+// run): block (x, y, z) is Q tile x of head y for batches z, z + grid.z, ... The params must
+// have been through pad_axes (scheduler.h). The one list of
 // instantiations, and the launch shape that the handler and the planner share.
 #pragma once
 

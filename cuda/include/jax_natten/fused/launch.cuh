@@ -26,8 +26,9 @@ cudaError_t launch_forward(cudaStream_t stream, const FusedParams& p) {
       e != cudaSuccess) {
     return e;
   }
-  const exec::Dim3 grid = launch_grid(p);
-  forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, stream>>>(p);
+  const FusedParams padded = pad_axes(p);
+  const exec::Dim3 grid = launch_grid(padded);
+  forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, stream>>>(padded);
   return cudaGetLastError();
 }
 

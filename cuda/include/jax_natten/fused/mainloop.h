@@ -104,7 +104,6 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
 
   CtaTile t;
   if (!make_cta_tile(p, q_tile_index, &t)) return;
-  const int rank = t.rank;
   const int kv_head = head / (p.heads / p.heads_kv);
   const Elem* q = static_cast<const Elem*>(p.q) + (batch * p.tokens * p.heads + head) * p.dim;
   const Elem* k = static_cast<const Elem*>(p.k) + (batch * p.tokens * p.heads_kv + kv_head) * p.dim;
@@ -117,8 +116,9 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
   // Token of Q row `row`, -1 past the group's end.
   auto q_token = [&](int row) -> int64_t {
     int u[kMaxRank];
-    box_offsets(rank, p.q_tile, row, u);
-    for (int a = 0; a < rank; ++a) {
+    box_offsets(p.q_tile, row, u);
+    CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
       if (u[a] >= t.axis[a].nq) return -1;
       u[a] += t.axis[a].u0;
     }
@@ -131,8 +131,9 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
     kv_tile_origin(p, t, j, origin);
     auto kv_token = [&](int row) -> int64_t {
       int key[kMaxRank];
-      column_keys(p, rank, origin, row, key);
-      for (int a = 0; a < rank; ++a) {
+      column_keys(p, origin, row, key);
+      CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
         if (key[a] >= t.axis[a].kv_end) return -1;
       }
       return token_of(p, t, key);
@@ -173,7 +174,8 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
   const float scale_log2 = p.scale * kLog2e;
   const Elem* rpb = static_cast<const Elem*>(p.rpb);
   int rpb_window = 1;
-  for (int a = 0; a < rank; ++a) rpb_window *= 2 * p.grid.axis[a].kernel_size - 1;
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) rpb_window *= 2 * p.grid.axis[a].kernel_size - 1;
 
   for (int j = 0; j < t.kv_tiles; ++j) {
     if (j + 1 < t.kv_tiles) load_kv(j + 1);
@@ -200,12 +202,12 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
         CUTE_UNROLL
         for (int c = 0; c < size<1>(s_rc); ++c) {
           int key[kMaxRank];
-          column_keys(p, rank, origin, get<1>(s_coords_rc(r, c)), key);
+          column_keys(p, origin, get<1>(s_coords_rc(r, c)), key);
           float x = -INFINITY;
-          if (in_window(rank, row_windows[r], key)) {
+          if (in_window(row_windows[r], key)) {
             x = s_rc(r, c) * scale_log2;
             if (rpb != nullptr) {
-              x += float(rpb[head * rpb_window + bias_offset(p, rank, row_windows[r], key)]) * kLog2e;
+              x += float(rpb[head * rpb_window + bias_offset(p, row_windows[r], key)]) * kLog2e;
             }
           }
           s_rc(r, c) = x;

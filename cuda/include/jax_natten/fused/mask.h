@@ -18,8 +18,9 @@ struct RowWindow {
 JAX_NATTEN_HOST_DEVICE RowWindow row_window(const FusedParams& p, const CtaTile& t, int row) {
   RowWindow w;
   int offsets[kMaxRank];
-  box_offsets(t.rank, p.q_tile, row, offsets);
-  for (int a = 0; a < t.rank; ++a) {
+  box_offsets(p.q_tile, row, offsets);
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
     w.u[a] = t.axis[a].u0 + offsets[a];
     w.axis[a] = offsets[a] < t.axis[a].nq ? in_group_window(p.grid.axis[a], w.u[a], t.axis[a].group_length)
                                           : Range{0, 0};
@@ -28,21 +29,24 @@ JAX_NATTEN_HOST_DEVICE RowWindow row_window(const FusedParams& p, const CtaTile&
 }
 
 // The in-group key coordinates of column `col` of the KV tile at `origin`.
-JAX_NATTEN_HOST_DEVICE void column_keys(const FusedParams& p, int rank, const int* origin, int col, int* v) {
-  box_offsets(rank, p.kv_tile, col, v);
-  for (int a = 0; a < rank; ++a) v[a] += origin[a];
+JAX_NATTEN_HOST_DEVICE void column_keys(const FusedParams& p, const int* origin, int col, int* v) {
+  box_offsets(p.kv_tile, col, v);
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) v[a] += origin[a];
 }
 
-JAX_NATTEN_HOST_DEVICE bool in_window(int rank, const RowWindow& w, const int* v) {
+JAX_NATTEN_HOST_DEVICE bool in_window(const RowWindow& w, const int* v) {
   bool ok = true;
-  for (int a = 0; a < rank; ++a) ok = ok && v[a] >= w.axis[a].start && v[a] < w.axis[a].end;
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) ok = ok && v[a] >= w.axis[a].start && v[a] < w.axis[a].end;
   return ok;
 }
 
 // Flat offset into one head's [2k_1 - 1, ...] bias table of the pair (row, key v).
-JAX_NATTEN_HOST_DEVICE int bias_offset(const FusedParams& p, int rank, const RowWindow& w, const int* v) {
+JAX_NATTEN_HOST_DEVICE int bias_offset(const FusedParams& p, const RowWindow& w, const int* v) {
   int offset = 0;
-  for (int a = 0; a < rank; ++a) {
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
     offset = offset * (2 * p.grid.axis[a].kernel_size - 1) + bias_coordinate(p.grid.axis[a], w.u[a], v[a]);
   }
   return offset;

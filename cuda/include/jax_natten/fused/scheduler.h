@@ -6,10 +6,25 @@
 // C++-free twin in jax_natten/fused_plan.py (same arithmetic over neighborhood.py).
 #pragma once
 
+#include <cute/config.hpp>
+
 #include "jax_natten/fused/params.h"
 #include "jax_natten/neighborhood.h"
 
 namespace jax_natten::fused {
+
+// The kernel loops over kMaxRank axes with constant trip counts (so that per-axis arrays stay in
+// registers): the axes past grid.rank become trivial ones (length, kernel size and tiles 1),
+// which change no token index, window or bias offset. Every launch passes its params through this.
+JAX_NATTEN_HOST_DEVICE FusedParams pad_axes(FusedParams p) {
+  for (int a = p.grid.rank; a < kMaxRank; ++a) {
+    p.grid.axis[a] = AxisParams{1, 1, 1, 1, false};
+    p.q_tile[a] = 1;
+    p.kv_tile[a] = 1;
+  }
+  p.grid.rank = kMaxRank;
+  return p;
+}
 
 JAX_NATTEN_HOST_DEVICE int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -21,7 +36,8 @@ JAX_NATTEN_HOST_DEVICE int q_tiles_per_group(const AxisParams& p, int q_tile) {
 // Q tiles per (batch, head): the launch grid's x extent.
 JAX_NATTEN_HOST_DEVICE int64_t count_q_tiles(const FusedParams& p) {
   int64_t n = 1;
-  for (int a = 0; a < p.grid.rank; ++a) n *= int64_t(p.grid.axis[a].dilation) * q_tiles_per_group(p.grid.axis[a], p.q_tile[a]);
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) n *= int64_t(p.grid.axis[a].dilation) * q_tiles_per_group(p.grid.axis[a], p.q_tile[a]);
   return n;
 }
 
@@ -41,7 +57,6 @@ struct AxisTile {
 };
 
 struct CtaTile {
-  int rank;
   AxisTile axis[kMaxRank];
   int kv_tiles;  // product over the axes
 };
@@ -49,9 +64,9 @@ struct CtaTile {
 // The tile of CTA `index` in [0, count_q_tiles); false if that box is past its group's end (the
 // grid is sized for the longest group, so such CTAs exist and write nothing).
 JAX_NATTEN_HOST_DEVICE bool make_cta_tile(const FusedParams& p, int64_t index, CtaTile* t) {
-  t->rank = p.grid.rank;
   t->kv_tiles = 1;
-  for (int a = p.grid.rank - 1; a >= 0; --a) {
+  CUTE_UNROLL
+  for (int a = kMaxRank - 1; a >= 0; --a) {
     const AxisParams& ax = p.grid.axis[a];
     const int per_group = q_tiles_per_group(ax, p.q_tile[a]);
     const int along = static_cast<int>(index % (int64_t(ax.dilation) * per_group));
@@ -76,7 +91,8 @@ JAX_NATTEN_HOST_DEVICE bool make_cta_tile(const FusedParams& p, int64_t index, C
 
 // First in-group key coordinate of KV tile `j` (row-major over the axes' kv_tiles) per axis.
 JAX_NATTEN_HOST_DEVICE void kv_tile_origin(const FusedParams& p, const CtaTile& t, int j, int* origin) {
-  for (int a = t.rank - 1; a >= 0; --a) {
+  CUTE_UNROLL
+  for (int a = kMaxRank - 1; a >= 0; --a) {
     origin[a] = t.axis[a].kv_first + (j % t.axis[a].kv_tiles) * p.kv_tile[a];
     j /= t.axis[a].kv_tiles;
   }
@@ -87,7 +103,8 @@ JAX_NATTEN_HOST_DEVICE void kv_tile_origin(const FusedParams& p, const CtaTile& 
 // they do not count.
 JAX_NATTEN_HOST_DEVICE bool kv_tile_unmasked(const FusedParams& p, const CtaTile& t, const int* origin) {
   bool inside = true;
-  for (int a = 0; a < t.rank; ++a) {
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
     inside = inside && origin[a] >= t.axis[a].common_start && origin[a] + p.kv_tile[a] <= t.axis[a].common_end;
   }
   return inside;
@@ -96,15 +113,17 @@ JAX_NATTEN_HOST_DEVICE bool kv_tile_unmasked(const FusedParams& p, const CtaTile
 // Flat token of the in-group coordinates `u` (per axis) of the tile's groups.
 JAX_NATTEN_HOST_DEVICE int64_t token_of(const FusedParams& p, const CtaTile& t, const int* u) {
   int64_t token = 0;
-  for (int a = 0; a < t.rank; ++a) {
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
     token = token * p.grid.axis[a].length + int64_t(u[a]) * p.grid.axis[a].dilation + t.axis[a].group;
   }
   return token;
 }
 
 // Per-axis offsets of row `row` of a box of extents `tile` (row-major).
-JAX_NATTEN_HOST_DEVICE void box_offsets(int rank, const int* tile, int row, int* offsets) {
-  for (int a = rank - 1; a >= 0; --a) {
+JAX_NATTEN_HOST_DEVICE void box_offsets(const int* tile, int row, int* offsets) {
+  CUTE_UNROLL
+  for (int a = kMaxRank - 1; a >= 0; --a) {
     offsets[a] = row % tile[a];
     row /= tile[a];
   }
