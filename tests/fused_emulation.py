@@ -95,6 +95,7 @@ def mutate(edit_file: str, old: str, new: str, directory: pathlib.Path) -> pathl
 
 
 def run(binary: pathlib.Path, cases: int, seed: int = 1, lanes: str = "fibers", timeout=1800):
+    """Runs the program over `cases` random cases per dtype; lanes "big" runs the >2^31-element case."""
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
-    return subprocess.run([str(binary), str(cases), str(seed), lanes], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    command = [str(binary), "big"] if lanes == "big" else [str(binary), str(cases), str(seed), lanes]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

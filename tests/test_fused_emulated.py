@@ -69,3 +69,10 @@ def test_mutant_caught(name, tmp_path):
     done = emu.run(emu.build(flags, include=include), 6, seed=4)
     caught = done.returncode != 0 and ("FAILED" in done.stdout or "races" in done.stderr)
     assert caught, f"mutant {name!r} not caught:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+
+def test_cta_past_2_to_31_elements():
+    # Only the last CTAs of the last head run, over mmap'd tensors of 2^31 + 2^22... elements.
+    done = emu.run(emu.build(), 0, lanes="big")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "big tensor:" in done.stdout

@@ -3,6 +3,8 @@
 // sizes: ranks 1-3, odd/even kernels, stride, dilation with non-divisible lengths, per-axis
 // causal, GQA/MQA, head_dim != head_dim_v, RPB (stride 1, not causal). Outputs are poisoned (NaN)
 // before each run; a NaN anywhere fails.
+//   fused_emu_test big                        the last CTAs of a launch over tensors of more than
+//                                             2^31 elements, in lazily committed (mmap'd) memory
 //   fused_emu_test [cases [seed [threads]]]   cases per dtype, spread over the head-dim classes;
 //                                             "threads": the thread backend (ThreadSanitizer),
 //                                             else fibers. Built with -DJAX_NATTEN_FUSED_ONE_CLASS:
@@ -18,6 +20,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "jax_natten/exec/host_grid.h"
 #include "jax_natten/fused/kernel.h"
@@ -172,10 +176,88 @@ int sweep(const char* dtype, int cases, unsigned seed, Lanes lanes) {
   return failures;
 }
 
+// Tensors of more than 2^31 elements (64-bit offsets): [1, 2^21 + 45 tokens, 16 heads, 64] in
+// float16, 4 GiB each, mapped without reserve so that only the pages written or read exist. Only
+// the CTAs of the last Q tiles of the last head run; their rows are checked against float64.
+int big_tensor_case() {
+  using E = cute::half_t;
+  constexpr int kDim = 64;
+  FusedParams p{};
+  p.grid.rank = 1;
+  p.grid.axis[0] = AxisParams{(1 << 21) + 45, 13, 1, 1, false};
+  set_tiles(p, kv_tile_rows<kDim>());
+  p.batch = 1;
+  p.tokens = p.grid.axis[0].length;
+  p.heads = p.heads_kv = 16;
+  p.dim = p.dim_v = kDim;
+  p.scale = 0.125f;
+  const size_t elements = size_t(p.tokens) * p.heads * kDim;
+  if (elements <= (size_t(1) << 31)) return 1;
+  auto map = [](size_t bytes) {
+    void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) std::abort();
+    return m;
+  };
+  E* q = static_cast<E*>(map(elements * sizeof(E)));
+  E* k = static_cast<E*>(map(elements * sizeof(E)));
+  E* v = static_cast<E*>(map(elements * sizeof(E)));
+  E* out = static_cast<E*>(map(elements * sizeof(E)));
+  float* lse = static_cast<float*>(map(size_t(p.tokens) * p.heads * sizeof(float)));
+  // The last 256 tokens of every tensor get random values (the last Q tiles read only those).
+  const int64_t first = p.tokens - 256;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (int64_t i = first * p.heads * kDim; i < int64_t(elements); ++i) {
+    q[i] = E(normal(rng));
+    k[i] = E(normal(rng));
+    v[i] = E(normal(rng));
+    out[i] = E(NAN);
+  }
+  p.q = q;
+  p.k = k;
+  p.v = v;
+  p.out = out;
+  p.lse = lse;
+  const FusedParams padded = pad_axes(p);
+  const exec::Dim3 grid = launch_grid(padded);
+  const unsigned head = p.heads - 1;
+  exec::run_blocks<ForwardKernel<ForwardConfig<E, kDim>>>(Lanes::kFibers, grid,
+                                                          {{grid.x - 2, head, 0}, {grid.x - 1, head, 0}}, padded);
+  double err2 = 0, ref2 = 0;
+  const int64_t checked_from = (int64_t(grid.x) - 2) * kQTileRows;
+  for (int64_t x = checked_from; x < p.tokens; ++x) {
+    const int64_t row = x * p.heads + head;
+    std::vector<double> logit(13);
+    double max = -INFINITY, sum = 0;
+    for (int s = 0; s < 13; ++s) {
+      const Neighbor n = neighbor(p.grid, x, s);
+      double dot = 0;
+      for (int e = 0; e < kDim; ++e) dot += double(q[row * kDim + e]) * double(k[(n.token * p.heads + head) * kDim + e]);
+      logit[s] = dot * p.scale;
+      max = std::max(max, logit[s]);
+    }
+    for (int s = 0; s < 13; ++s) sum += std::exp(logit[s] - max);
+    for (int e = 0; e < kDim; ++e) {
+      double o = 0;
+      for (int s = 0; s < 13; ++s) {
+        o += std::exp(logit[s] - max) / sum * double(v[(neighbor(p.grid, x, s).token * p.heads + head) * kDim + e]);
+      }
+      const double got = double(out[row * kDim + e]);
+      err2 += std::isnan(got) ? INFINITY : (got - o) * (got - o);
+      ref2 += o * o;
+    }
+  }
+  const double error = std::sqrt(err2 / ref2);
+  std::printf("big tensor: %zu elements per operand, rows %lld..%lld of head %u: relative error %.3g\n", elements,
+              static_cast<long long>(checked_from), static_cast<long long>(p.tokens - 1), head, error);
+  return error < 2e-3 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows while a long sweep runs
+  if (argc > 1 && std::string(argv[1]) == "big") return big_tensor_case();
   const int cases = argc > 1 ? std::atoi(argv[1]) : 20;
   const unsigned seed = argc > 2 ? std::atoi(argv[2]) : 1;
   const Lanes lanes = argc > 3 && std::string(argv[3]) == "threads" ? Lanes::kThreads : Lanes::kFibers;
