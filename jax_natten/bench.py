@@ -322,7 +322,8 @@ def usable_backends(problem: Problem):
                                problem.dilation, problem.is_causal)
     request = backends.Request("attention", backends.default_platform(), problem.dtype,
                                problem.head_dim, problem.head_dim, nbhd)
-    return [b.name for b in backends.BACKENDS if b.unsupported(request) is None]
+    return [b.name for b in backends.BACKENDS
+            if not getattr(b, "explicit_only", False) and b.unsupported(request) is None]
 
 
 def main(args):

@@ -1,48 +1,24 @@
-// FFI handlers of the naive unfused operators PN, NN and IN (see params.h for what each computes).
-// The buffer checks and attributes are unfused_ffi.h's; this file only launches.
+// CUDA FFI handlers of the naive unfused operators PN, NN and IN (see params.h for what each
+// computes). The buffer checks and attributes are unfused_ffi.h's, the launches naive_launch.h's.
 #include <cuda_runtime.h>
 
-#include "jax_natten/ffi_util.h"
-#include "jax_natten/naive_kernels.cuh"
-#include "jax_natten/params.h"
+#include "jax_natten/exec/device_launch.cuh"
+#include "jax_natten/naive_launch.h"
 #include "jax_natten/unfused_ffi.h"
 #include "xla/ffi/api/ffi.h"
 
-namespace jax_natten {
 namespace {
-
-constexpr int kThreads = 256;
-
-struct NaiveKernels {
-  template <typename TW, typename T>
-  static ffi::Error Pn(cudaStream_t stream, const UnfusedParams& p, const T* query, const T* key, const T* rpb,
-                       TW* out) {
-    naive::pn_kernel<TW, T><<<GridSize(p.batch * p.tokens * p.heads * p.window, kThreads), kThreads, 0, stream>>>(
-        p, query, key, rpb, out);
-    return LastCudaError("na_pn_naive");
-  }
-
-  template <typename TW, typename T>
-  static ffi::Error Nn(cudaStream_t stream, const UnfusedParams& p, const TW* weights, const T* value, T* out) {
-    naive::nn_kernel<TW, T><<<GridSize(p.batch * p.tokens * p.heads * p.dim, kThreads), kThreads, 0, stream>>>(
-        p, weights, value, out);
-    return LastCudaError("na_nn_naive");
-  }
-
-  template <typename TW, typename T>
-  static ffi::Error In(cudaStream_t stream, const UnfusedParams& p, const TW* weights, const T* values, T* out) {
-    naive::in_kernel<TW, T><<<GridSize(p.batch * p.tokens * p.heads_kv * p.dim, kThreads), kThreads, 0, stream>>>(
-        p, weights, values, out);
-    return LastCudaError("na_in_naive");
-  }
-};
-
+using Kernels = jax_natten::NaiveKernels<jax_natten::exec::DeviceLaunch>;
+using jax_natten::exec::DeviceLaunch;
+namespace ffi = xla::ffi;
 }  // namespace
-}  // namespace jax_natten
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxNattenPnNaive, jax_natten::PnHandler<jax_natten::NaiveKernels>,
-                              jax_natten::PnBinding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxNattenNnNaive, jax_natten::NnHandler<jax_natten::NaiveKernels>,
-                              jax_natten::NnInBinding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxNattenInNaive, jax_natten::InHandler<jax_natten::NaiveKernels>,
-                              jax_natten::NnInBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxNattenPnNaive, [](cudaStream_t stream, auto... args) { return jax_natten::PnHandler<Kernels>(DeviceLaunch{stream}, args...); },
+    jax_natten::PnBinding(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxNattenNnNaive, [](cudaStream_t stream, auto... args) { return jax_natten::NnHandler<Kernels>(DeviceLaunch{stream}, args...); },
+    jax_natten::NnInBinding(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxNattenInNaive, [](cudaStream_t stream, auto... args) { return jax_natten::InHandler<Kernels>(DeviceLaunch{stream}, args...); },
+    jax_natten::NnInBinding(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()));

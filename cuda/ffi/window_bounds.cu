@@ -2,6 +2,7 @@
 // can hold the C++ neighborhood header against the Python module on the GPU.
 #include <cuda_runtime.h>
 
+#include "jax_natten/exec/device_launch.cuh"
 #include "jax_natten/ffi_util.h"
 #include "jax_natten/neighborhood.h"
 #include "xla/ffi/api/ffi.h"

@@ -2,7 +2,9 @@
 
 A backend is an object with a `name`, an `unsupported(request)` method that returns why it
 cannot run a call (or None), and the operators `attention`, `qk` and `av`. `BACKENDS` lists
-them from most to least preferred; `backend=None` takes the first that can run.
+them from most to least preferred; `backend=None` takes the first that can run, except the
+backends marked `explicit_only` (the CUDA kernels in the host emulation, for tests), which run
+only when named.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ BACKENDS = (
     _GEMM,
     ReferenceBackend(),
     UnfusedBackend("naive", UnfusedKernels("naive")),
+    # The same kernels run on the CPU by the host emulation (JAX_NATTEN_EMULATION=ON builds):
+    # slow, for testing the CUDA source without a GPU.
+    UnfusedBackend("gemm-emulated", UnfusedKernels("gemm", platform="cpu"), head_dim_multiple=8, explicit_only=True),
+    UnfusedBackend("naive-emulated", UnfusedKernels("naive", platform="cpu"), explicit_only=True),
 )
 
 
@@ -82,6 +88,8 @@ def choose(request: Request, backend: str | None = None):
             raise NotImplementedError(f"backend={backend!r} cannot run this {request.operator} call: {reason}")
         return by_name[backend]
     for candidate in BACKENDS:
+        if getattr(candidate, "explicit_only", False):
+            continue
         reason = candidate.unsupported(request)
         if reason is None:
             return candidate

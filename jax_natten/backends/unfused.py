@@ -75,13 +75,14 @@ _nn.defvjp(_nn_fwd, _nn_bwd)
 class UnfusedBackend:
     """PN, NN and IN as CUDA kernels; softmax, LSE and the additional tokens in XLA."""
 
-    def __init__(self, name: str, kernels: UnfusedKernels, head_dim_multiple: int = 1):
+    def __init__(self, name: str, kernels: UnfusedKernels, head_dim_multiple: int = 1, explicit_only: bool = False):
         self.name = name
         self.kernels = kernels
         self.head_dim_multiple = head_dim_multiple
+        self.explicit_only = explicit_only
 
     def unsupported(self, request):
-        reason = cuda.unavailable_reason(request.platform)
+        reason = self.kernels.unavailable_reason(request.platform)
         if reason is not None:
             return reason
         if request.dtype not in CUDA_DTYPES:

@@ -29,10 +29,20 @@ def _attributes(nbhd: Neighborhood):
 
 class UnfusedKernels(UnfusedOperators):
     """One implementation (`variant`, e.g. "naive") of the three operators, partitioned over batch
-    and heads by `UnfusedOperators`."""
+    and heads by `UnfusedOperators`, on `platform`: "cuda" (the GPU kernels) or "cpu" (the same
+    kernels in the host emulation; same targets, registered for the CPU platform)."""
 
-    def __init__(self, variant: str):
+    def __init__(self, variant: str, platform: str = "cuda"):
+        if platform not in ("cuda", "cpu"):
+            raise ValueError(f"platform={platform!r}: expected 'cuda' or 'cpu'")
         self.variant = variant
+        self.platform = platform
+
+    def unavailable_reason(self, platform: str | None = None) -> str | None:
+        """Why these kernels cannot run when JAX runs on `platform`, or None."""
+        if self.platform == "cpu":
+            return cuda.emulation_unavailable_reason(platform)
+        return cuda.unavailable_reason(platform)
 
     def _call(self, operator, result, *args, **attributes):
         target = f"{cuda.TARGET_PREFIX}na_{operator}_{self.variant}"

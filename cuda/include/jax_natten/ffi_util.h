@@ -1,10 +1,9 @@
-// Helpers shared by the FFI handlers (host code only): reading the token layout and the
-// neighborhood attributes, dtype dispatch, launch checks.
+// Helpers shared by the FFI handlers (host code only, CUDA and host emulation): reading the token
+// layout and the neighborhood attributes, dtype dispatch, grid sizes.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <string>
@@ -15,13 +14,6 @@
 namespace jax_natten {
 
 namespace ffi = xla::ffi;
-
-// The error of the launch just made on this thread, as an ffi::Error naming `what`.
-inline ffi::Error LastCudaError(const char* what) {
-  cudaError_t status = cudaGetLastError();
-  if (status == cudaSuccess) return ffi::Error::Success();
-  return ffi::Error::Internal(std::string(what) + ": " + cudaGetErrorString(status));
-}
 
 // A [*batch, *spatial, heads, dim] buffer; every axis before the spatial ones counts as batch,
 // which is how vmapped axes fold into the batch.

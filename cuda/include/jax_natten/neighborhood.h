@@ -74,9 +74,13 @@ JAX_NATTEN_HOST_DEVICE Range inverse_window(const AxisParams& p, int position) {
   return {first, lo};
 }
 
-// Index along one axis of the [2k - 1] bias table of the query at in-group coordinate u and the
-// key at in-group coordinate v of its window.
-JAX_NATTEN_HOST_DEVICE int bias_coordinate(const AxisParams& p, int u, int v) { return v - u + p.kernel_size - 1; }
+// The bias-table index formula, the only copy in C++ (Python's is neighborhood.py's): a [2k_1-1,
+// 2k_2-1, ...] table, row-major, holds on each axis the entry key - query + k - 1 for in-group
+// coordinates query and key. bias_step appends one axis to the flat index `entry` of the axes
+// before it.
+JAX_NATTEN_HOST_DEVICE int bias_step(int entry, const AxisParams& p, int query, int key) {
+  return entry * (2 * p.kernel_size - 1) + key - query + p.kernel_size - 1;
+}
 
 constexpr int kMaxRank = 3;
 
@@ -110,7 +114,7 @@ JAX_NATTEN_HOST_DEVICE Neighbor neighbor(const Grid& grid, int64_t token, int sl
     int v = w.start + offsets[a];
     n.valid = n.valid && v < w.end;
     n.token = n.token * p.length + v * p.dilation + positions[a] % p.dilation;
-    n.bias_offset = n.bias_offset * (2 * p.kernel_size - 1) + bias_coordinate(p, positions[a] / p.dilation, v);
+    n.bias_offset = bias_step(n.bias_offset, p, positions[a] / p.dilation, v);
   }
   return n;
 }

@@ -1,22 +1,24 @@
 // The FFI side of the unfused operators PN, NN and IN, shared by every implementation ("naive",
-// "gemm"): one binding (attributes) and one buffer check per operator, so that all variants take
-// exactly the same calls. An implementation supplies only its launches, as a struct
+// "gemm") and platform (CUDA, the host emulation): one binding (attributes) and one buffer check
+// per operator, so that all variants take exactly the same calls. An implementation supplies
+// only its launches, as a struct over a Launch (exec::DeviceLaunch or exec::HostLaunch)
 //
 //   struct Kernels {
-//     template <typename TW, typename T> static ffi::Error Pn(cudaStream_t, const UnfusedParams&,
+//     template <typename TW, typename T> static ffi::Error Pn(const Launch&, const UnfusedParams&,
 //         const T* query, const T* key, const T* rpb, TW* out);
-//     template <typename TW, typename T> static ffi::Error Nn(cudaStream_t, const UnfusedParams&,
+//     template <typename TW, typename T> static ffi::Error Nn(const Launch&, const UnfusedParams&,
 //         const TW* weights, const T* value, T* out);
-//     template <typename TW, typename T> static ffi::Error In(cudaStream_t, const UnfusedParams&,
+//     template <typename TW, typename T> static ffi::Error In(const Launch&, const UnfusedParams&,
 //         const TW* weights, const T* values, T* out);
 //   };
 //
-// and defines its handlers with PnHandler<Kernels> / PnBinding() etc. (see cuda/ffi/naive.cu).
+// (naive_launch.h, gemm/launch.h), and a platform defines its handlers with
+// PnHandler<Kernels>(launch, ...) and PnBinding(the platform's Ffi::Bind()) etc. (cuda/ffi/naive.cu,
+// cuda/emu/unfused.cc).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+#include <utility>
 
 #include "jax_natten/ffi_util.h"
 #include "jax_natten/params.h"
@@ -110,8 +112,8 @@ inline ffi::Error InParams(const ffi::AnyBuffer& weights, const ffi::AnyBuffer& 
   return ffi::Error::Success();
 }
 
-template <typename Kernels>
-ffi::Error PnHandler(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb,
+template <typename Kernels, typename Launch>
+ffi::Error PnHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb,
                      Ints kernel_size, Ints stride, Ints dilation, Ints is_causal, float scale, float empty_value,
                      ffi::Result<ffi::AnyBuffer> out) {
   UnfusedParams p;
@@ -122,14 +124,14 @@ ffi::Error PnHandler(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffer k
   return DispatchDtypes(query.element_type(), out->element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Kernels::template Pn<TW, T>(stream, p, static_cast<const T*>(query.untyped_data()),
+    return Kernels::template Pn<TW, T>(launch, p, static_cast<const T*>(query.untyped_data()),
                                        static_cast<const T*>(key.untyped_data()),
                                        static_cast<const T*>(rpb.untyped_data()), static_cast<TW*>(out->untyped_data()));
   });
 }
 
-template <typename Kernels>
-ffi::Error NnHandler(cudaStream_t stream, ffi::AnyBuffer weights, ffi::AnyBuffer value, Ints kernel_size,
+template <typename Kernels, typename Launch>
+ffi::Error NnHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffer value, Ints kernel_size,
                      Ints stride, Ints dilation, Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
   UnfusedParams p;
   if (ffi::Error e = NnParams(weights, value, kernel_size, stride, dilation, is_causal, scale, *out, &p); e.failure()) {
@@ -138,13 +140,13 @@ ffi::Error NnHandler(cudaStream_t stream, ffi::AnyBuffer weights, ffi::AnyBuffer
   return DispatchDtypes(value.element_type(), weights.element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Kernels::template Nn<TW, T>(stream, p, static_cast<const TW*>(weights.untyped_data()),
+    return Kernels::template Nn<TW, T>(launch, p, static_cast<const TW*>(weights.untyped_data()),
                                        static_cast<const T*>(value.untyped_data()), static_cast<T*>(out->untyped_data()));
   });
 }
 
-template <typename Kernels>
-ffi::Error InHandler(cudaStream_t stream, ffi::AnyBuffer weights, ffi::AnyBuffer values, Ints kernel_size,
+template <typename Kernels, typename Launch>
+ffi::Error InHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffer values, Ints kernel_size,
                      Ints stride, Ints dilation, Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
   UnfusedParams p;
   if (ffi::Error e = InParams(weights, values, kernel_size, stride, dilation, is_causal, scale, *out, &p); e.failure()) {
@@ -153,39 +155,38 @@ ffi::Error InHandler(cudaStream_t stream, ffi::AnyBuffer weights, ffi::AnyBuffer
   return DispatchDtypes(values.element_type(), weights.element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Kernels::template In<TW, T>(stream, p, static_cast<const TW*>(weights.untyped_data()),
+    return Kernels::template In<TW, T>(launch, p, static_cast<const TW*>(weights.untyped_data()),
                                        static_cast<const T*>(values.untyped_data()), static_cast<T*>(out->untyped_data()));
   });
 }
 
-// The attributes of the three operators, the same for every implementation.
-inline auto PnBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::PlatformStream<cudaStream_t>>()
-      .Arg<ffi::AnyBuffer>()  // query
-      .Arg<ffi::AnyBuffer>()  // key
-      .Arg<ffi::AnyBuffer>()  // rpb
-      .Attr<Ints>("kernel_size")
-      .Attr<Ints>("stride")
-      .Attr<Ints>("dilation")
-      .Attr<Ints>("is_causal")
-      .Attr<float>("scale")
-      .Attr<float>("empty_value")
-      .Ret<ffi::AnyBuffer>();
+// The attributes of the three operators, the same for every implementation and platform; `bind`
+// is the platform's start (on CUDA: Ffi::Bind().Ctx<PlatformStream<cudaStream_t>>()).
+template <typename Binding>
+auto PnBinding(Binding bind) {
+  return std::move(bind).template Arg<ffi::AnyBuffer>()  // query
+      .template Arg<ffi::AnyBuffer>()         // key
+      .template Arg<ffi::AnyBuffer>()         // rpb
+      .template Attr<Ints>("kernel_size")
+      .template Attr<Ints>("stride")
+      .template Attr<Ints>("dilation")
+      .template Attr<Ints>("is_causal")
+      .template Attr<float>("scale")
+      .template Attr<float>("empty_value")
+      .template Ret<ffi::AnyBuffer>();
 }
 
 // NN and IN take the same operands: (weights, tensor).
-inline auto NnInBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::PlatformStream<cudaStream_t>>()
-      .Arg<ffi::AnyBuffer>()  // weights
-      .Arg<ffi::AnyBuffer>()  // value (NN) / values (IN)
-      .Attr<Ints>("kernel_size")
-      .Attr<Ints>("stride")
-      .Attr<Ints>("dilation")
-      .Attr<Ints>("is_causal")
-      .Attr<float>("scale")
-      .Ret<ffi::AnyBuffer>();
+template <typename Binding>
+auto NnInBinding(Binding bind) {
+  return std::move(bind).template Arg<ffi::AnyBuffer>()  // weights
+      .template Arg<ffi::AnyBuffer>()         // value (NN) / values (IN)
+      .template Attr<Ints>("kernel_size")
+      .template Attr<Ints>("stride")
+      .template Attr<Ints>("dilation")
+      .template Attr<Ints>("is_causal")
+      .template Attr<float>("scale")
+      .template Ret<ffi::AnyBuffer>();
 }
 
 }  // namespace jax_natten

@@ -6,8 +6,8 @@
 //
 // The API (every context has all of it; names are stable, new members may be added):
 //
-//   int  ctx.thread_index()               threadIdx.x (CTAs are 1-D)
-//   int  ctx.block_threads()              blockDim.x
+//   unsigned ctx.thread_index()           threadIdx.x (CTAs are 1-D)
+//   unsigned ctx.block_threads()          blockDim.x
 //   Dim3 ctx.block_index()                blockIdx
 //   Dim3 ctx.grid_size()                  gridDim
 //   void ctx.sync_threads()               __syncthreads(): a CTA barrier that orders shared memory
@@ -22,6 +22,10 @@
 //                                         SM80 tensor-core operation Op: Op itself on the device,
 //                                         its emulation on the host. Emulated: the float16,
 //                                         bfloat16 and TF32 atoms of SM80 listed in host_mma.h.
+//
+// Indices have the types of CUDA's built-ins (unsigned), so that code written against a context
+// compiles to the same instructions as code naming the built-ins: a signed index changes how
+// CuTe's thread partitions divide and how indices widen to 64 bits.
 //
 // Functions that take a context are declared JAX_NATTEN_CTA (device code under nvcc, plain
 // inline functions under a host compiler).

@@ -13,8 +13,8 @@ struct DeviceContext {
   template <class Op>
   using mma_op = Op;
 
-  __device__ __forceinline__ int thread_index() const { return threadIdx.x; }
-  __device__ __forceinline__ int block_threads() const { return blockDim.x; }
+  __device__ __forceinline__ unsigned thread_index() const { return threadIdx.x; }
+  __device__ __forceinline__ unsigned block_threads() const { return blockDim.x; }
   __device__ __forceinline__ Dim3 block_index() const { return {blockIdx.x, blockIdx.y, blockIdx.z}; }
   __device__ __forceinline__ Dim3 grid_size() const { return {gridDim.x, gridDim.y, gridDim.z}; }
   __device__ __forceinline__ void sync_threads() const { __syncthreads(); }

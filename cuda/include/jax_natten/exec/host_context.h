@@ -71,7 +71,9 @@ inline thread_local int t_lane = 0;
 inline thread_local EmuCta* t_cta = nullptr;
 
 template <class Op>
-struct HostMma;  // host_mma.h
+struct AtomLayouts;  // host_mma.h
+template <class Op, class Layouts>
+struct HostMma;
 
 // Lands the copies of lane `lane` up to (not including) index `end`, and drops them.
 inline void land_copies(LaneCopies& lane, size_t end) {
@@ -87,10 +89,10 @@ inline void land_copies(LaneCopies& lane, size_t end) {
 
 struct HostContext {
   template <class Op>
-  using mma_op = HostMma<Op>;
+  using mma_op = HostMma<Op, AtomLayouts<Op>>;
 
-  int thread_index() const { return t_lane; }
-  int block_threads() const { return t_cta->threads(); }
+  unsigned thread_index() const { return unsigned(t_lane); }
+  unsigned block_threads() const { return unsigned(t_cta->threads()); }
   Dim3 block_index() const { return t_cta->block(); }
   Dim3 grid_size() const { return t_cta->grid(); }
   void sync_threads() const { t_cta->sync_threads(); }

@@ -7,6 +7,9 @@
 //                                            cta_kernel contract: K::kThreads, K::Shared,
 //                                            K::run(ctx, smem, args...)) over `grid`
 //   run_blocks<K>(lanes, grid, blocks, args...)  only the CTAs listed in `blocks`
+//
+// A second template argument replaces HostContext by another context (tests use contexts that
+// break one thing on purpose, to show that the checks catch it).
 #pragma once
 
 #include <cstdlib>
@@ -26,7 +29,7 @@ namespace jax_natten::exec {
 enum class Lanes { kFibers, kThreads };
 
 // One CTA of kernel K at block index `block`.
-template <class K, class... Args>
+template <class K, class Ctx = HostContext, class... Args>
 void run_cta(Lanes lanes, Dim3 grid, Dim3 block, const Args&... args) {
   using Shared = typename K::Shared;
   constexpr size_t kAlign = alignof(Shared) > 128 ? alignof(Shared) : 128;
@@ -36,7 +39,7 @@ void run_cta(Lanes lanes, Dim3 grid, Dim3 block, const Args&... args) {
   std::unique_ptr<void, FreeAligned> memory(::operator new(sizeof(Shared), std::align_val_t(kAlign)));
   std::memset(memory.get(), 0xff, sizeof(Shared));
   auto& smem = *static_cast<Shared*>(memory.get());
-  auto lane_body = [&] { K::run(HostContext{}, smem, args...); };
+  auto lane_body = [&] { K::run(Ctx{}, smem, args...); };
   if (lanes == Lanes::kThreads) {
     ThreadCta cta(K::kThreads, block, grid);
     cta.run(lane_body);
@@ -52,16 +55,16 @@ void run_cta(Lanes lanes, Dim3 grid, Dim3 block, const Args&... args) {
   }
 }
 
-template <class K, class... Args>
+template <class K, class Ctx = HostContext, class... Args>
 void run_blocks(Lanes lanes, Dim3 grid, const std::vector<Dim3>& blocks, const Args&... args) {
-  for (const Dim3& block : blocks) run_cta<K>(lanes, grid, block, args...);
+  for (const Dim3& block : blocks) run_cta<K, Ctx>(lanes, grid, block, args...);
 }
 
-template <class K, class... Args>
+template <class K, class Ctx = HostContext, class... Args>
 void run_grid(Lanes lanes, Dim3 grid, const Args&... args) {
   for (unsigned z = 0; z < grid.z; ++z) {
     for (unsigned y = 0; y < grid.y; ++y) {
-      for (unsigned x = 0; x < grid.x; ++x) run_cta<K>(lanes, grid, Dim3{x, y, z}, args...);
+      for (unsigned x = 0; x < grid.x; ++x) run_cta<K, Ctx>(lanes, grid, Dim3{x, y, z}, args...);
     }
   }
 }

@@ -22,7 +22,17 @@
 
 namespace jax_natten::exec {
 
+// Where the atom's operands sit: (lane, value) -> column-major index in (M, K), (N, K), (M, N).
+// A separate policy so that tests can emulate a deliberately wrong layout.
 template <class Op>
+struct AtomLayouts {
+  using Traits = cute::MMA_Traits<Op>;
+  static int a(int lane, int value) { return typename Traits::ALayout{}(lane, value); }
+  static int b(int lane, int value) { return typename Traits::BLayout{}(lane, value); }
+  static int c(int lane, int value) { return typename Traits::CLayout{}(lane, value); }
+};
+
+template <class Op, class Layouts = AtomLayouts<Op>>
 struct HostMma {
   using Traits = cute::MMA_Traits<Op>;
   using DRegisters = float[4];
@@ -57,15 +67,15 @@ struct HostMma {
     Maps() {
       for (int t = 0; t < kWarpSize; ++t) {
         for (int v = 0; v < kValuesA; ++v) {
-          const int i = typename Traits::ALayout{}(t, v);  // column-major in (M, K)
+          const int i = Layouts::a(t, v);
           a[i % kM][i / kM] = {t, v};
         }
         for (int v = 0; v < kValuesB; ++v) {
-          const int i = typename Traits::BLayout{}(t, v);  // column-major in (N, K)
+          const int i = Layouts::b(t, v);
           b[i % kN][i / kN] = {t, v};
         }
         for (int v = 0; v < kValuesC; ++v) {
-          const int i = typename Traits::CLayout{}(t, v);  // column-major in (M, N)
+          const int i = Layouts::c(t, v);
           c_m[t][v] = i % kM;
           c_n[t][v] = i / kM;
         }
@@ -121,6 +131,6 @@ struct HostMma {
 }  // namespace jax_natten::exec
 
 namespace cute {
-template <class Op>
-struct MMA_Traits<jax_natten::exec::HostMma<Op>> : MMA_Traits<Op> {};
+template <class Op, class Layouts>
+struct MMA_Traits<jax_natten::exec::HostMma<Op, Layouts>> : MMA_Traits<Op> {};
 }  // namespace cute

@@ -47,7 +47,7 @@ JAX_NATTEN_HOST_DEVICE int bias_offset(const FusedParams& p, const RowWindow& w,
   int offset = 0;
   CUTE_UNROLL
   for (int a = 0; a < kMaxRank; ++a) {
-    offset = offset * (2 * p.grid.axis[a].kernel_size - 1) + bias_coordinate(p.grid.axis[a], w.u[a], v[a]);
+    offset = bias_step(offset, p.grid.axis[a], w.u[a], v[a]);
   }
   return offset;
 }

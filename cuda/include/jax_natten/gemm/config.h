@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cute/atom/mma_traits_sm80.hpp>
 #include <cute/tensor.hpp>
 
 namespace jax_natten::gemm {
@@ -35,22 +36,25 @@ struct Element<__nv_bfloat16> {
 // The CTA's TiledMMA for operands of element type E, accumulating in float32, on a 2 x 2 warp
 // grid of SM80 tensor-core atoms (valid on sm_80 and sm_90). float32 operands use the TF32 atom
 // three times per product, on a split of each operand into a TF32 value and its TF32 remainder
-// (tile_gemm.cuh): float32 accuracy on tensor cores, not TF32's.
+// (tile_gemm.cuh): float32 accuracy on tensor cores, not TF32's. The execution context Ctx names
+// the atom (exec/context.h): the instruction on the GPU, its emulation on the host.
 template <typename E>
-struct TiledMmaFor;
+struct MmaOpFor;
 template <>
-struct TiledMmaFor<float> {
-  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::SM80_16x8x8_F32TF32TF32F32_TN>{},
-                                             cute::Layout<cute::Shape<cute::_2, cute::_2, cute::_1>>{}));
+struct MmaOpFor<float> {
+  using type = cute::SM80_16x8x8_F32TF32TF32F32_TN;
 };
 template <>
-struct TiledMmaFor<cute::half_t> {
-  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::SM80_16x8x16_F32F16F16F32_TN>{},
-                                             cute::Layout<cute::Shape<cute::_2, cute::_2, cute::_1>>{}));
+struct MmaOpFor<cute::half_t> {
+  using type = cute::SM80_16x8x16_F32F16F16F32_TN;
 };
 template <>
-struct TiledMmaFor<cute::bfloat16_t> {
-  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<cute::SM80_16x8x16_F32BF16BF16F32_TN>{},
+struct MmaOpFor<cute::bfloat16_t> {
+  using type = cute::SM80_16x8x16_F32BF16BF16F32_TN;
+};
+template <typename Ctx, typename E>
+struct TiledMmaFor {
+  using type = decltype(cute::make_tiled_mma(cute::MMA_Atom<typename Ctx::template mma_op<typename MmaOpFor<E>::type>>{},
                                              cute::Layout<cute::Shape<cute::_2, cute::_2, cute::_1>>{}));
 };
 

@@ -6,29 +6,30 @@
 
 #include <type_traits>
 
+#include "jax_natten/exec/context.h"
 #include "jax_natten/gemm/config.h"
 
 namespace jax_natten::gemm {
 
 // The accumulator fragment of this thread for the CTA tile, zeroed.
 template <typename TiledMma>
-__device__ __forceinline__ auto make_accumulator(const TiledMma& mma) {
+JAX_NATTEN_HOST_DEVICE auto make_accumulator(const TiledMma& mma) {
   auto acc = cute::partition_fragment_C(mma, cute::Shape<cute::Int<kTileM>, cute::Int<kTileN>>{});
   cute::clear(acc);
   return acc;
 }
 
 // The (m, n) tile coordinates of each element of this thread's accumulator, for the epilogues.
-template <typename TiledMma>
-__device__ __forceinline__ auto accumulator_coords(const TiledMma& mma) {
-  return mma.get_thread_slice(threadIdx.x)
+template <class Ctx, typename TiledMma>
+JAX_NATTEN_CTA auto accumulator_coords(const Ctx& ctx, const TiledMma& mma) {
+  return mma.get_thread_slice(ctx.thread_index())
       .partition_C(cute::make_identity_tensor(cute::Shape<cute::Int<kTileM>, cute::Int<kTileN>>{}));
 }
 
 // x = big + small with both parts TF32 values: big is x rounded to TF32, small the remainder
 // (exact in float32) rounded to TF32, so big + small carries 21 of float32's 24 mantissa bits.
 template <typename Src, typename Big, typename Small>
-__device__ __forceinline__ void split_tf32(const Src& src, Big& big, Small& small) {
+JAX_NATTEN_HOST_DEVICE void split_tf32(const Src& src, Big& big, Small& small) {
   CUTE_UNROLL
   for (int i = 0; i < cute::size(src); ++i) {
     const float x = src(i);
@@ -41,9 +42,9 @@ __device__ __forceinline__ void split_tf32(const Src& src, Big& big, Small& smal
 // MMA k-block at a time with plain loads (the layouts in config.h keep them bank-conflict free).
 // float32 operands take three TF32 MMAs, small terms first: a*b ~ as*bb + ab*bs + ab*bb (the
 // dropped as*bs is below float32 rounding).
-template <typename TiledMma, typename TensorA, typename TensorB, typename Acc>
-__device__ __forceinline__ void tile_gemm(const TiledMma& mma, const TensorA& sA, const TensorB& sB, Acc& acc) {
-  auto thread_mma = mma.get_thread_slice(threadIdx.x);
+template <class Ctx, typename TiledMma, typename TensorA, typename TensorB, typename Acc>
+JAX_NATTEN_CTA void tile_gemm(const Ctx& ctx, const TiledMma& mma, const TensorA& sA, const TensorB& sB, Acc& acc) {
+  auto thread_mma = mma.get_thread_slice(ctx.thread_index());
   auto tCsA = thread_mma.partition_A(sA);  // (MMA, MMA_M, MMA_K)
   auto tCsB = thread_mma.partition_B(sB);  // (MMA, MMA_N, MMA_K)
   auto tCrA = cute::make_fragment_like(tCsA(cute::_, cute::_, 0));

@@ -1,5 +1,5 @@
 // Tile scheduling of the GEMM-based kernels: which tokens a CTA owns, and the union box of the
-// tokens they interact with.
+// tokens they interact with. (The per-token masks and window slots are mask.h's.)
 //
 // A tile is a box of in-group coordinates of ONE dilation group per axis (64 tokens: 64 in 1-D,
 // 8 x 8 in 2-D, 4 x 4 x 4 in 3-D). Keeping one group per axis makes the tokens a tile interacts
@@ -115,86 +115,6 @@ JAX_NATTEN_HOST_DEVICE Box inverse_window_union(const Grid& grid, const Box& til
     u.extent[a] = u.count[a] = imax(last.end - first.start, 0);
   }
   return u;
-}
-
-// One token of a box as the kernels need it, kept in shared memory: its flat token (-1 when the
-// index is not a token of the box), its in-group coordinates and, for queries, its window.
-struct Row {
-  int64_t token;
-  int coord[kMaxRank];
-  Range window[kMaxRank];
-};
-
-JAX_NATTEN_HOST_DEVICE void fill_row(const Grid& grid, const Box& box, int64_t index, bool with_window, Row& row) {
-  int local[kMaxRank];
-  bool valid = true;
-  #pragma unroll
-  for (int a = kMaxRank - 1; a >= 0; --a) {
-    if (a >= grid.rank) continue;
-    local[a] = static_cast<int>(index % box.extent[a]);
-    index /= box.extent[a];
-    valid = valid && local[a] < box.count[a];
-  }
-  if (!valid || index != 0) {
-    row.token = -1;
-    return;
-  }
-  int64_t token = 0;
-  #pragma unroll
-  for (int a = 0; a < kMaxRank; ++a) {
-    if (a >= grid.rank) break;
-    const int u = box.start[a] + local[a];
-    const int position = box_position(grid, box, a, u);
-    token = token * grid.axis[a].length + position;
-    row.coord[a] = u;
-    if (with_window) row.window[a] = window(grid.axis[a], position);
-  }
-  row.token = token;
-}
-
-// Rows first .. first + count - 1 of the box into rows[0 .. count), by the whole CTA.
-__device__ __forceinline__ void fill_rows(const Grid& grid, const Box& box, int64_t first, int count, bool with_window,
-                                          Row* rows) {
-  for (int i = threadIdx.x; i < count; i += kThreads) fill_row(grid, box, first + i, with_window, rows[i]);
-}
-
-// Whether in-group key coordinates `key` lie in the window of the query `query`; if so, `slot`
-// is the key's slot in the query's window (row-major over the per-axis offsets).
-JAX_NATTEN_HOST_DEVICE bool window_slot(const Grid& grid, const Row& query, const int* key, int& slot) {
-  bool inside = true;
-  slot = 0;
-  #pragma unroll
-  for (int a = 0; a < kMaxRank; ++a) {
-    if (a >= grid.rank) break;
-    const int offset = key[a] - query.window[a].start;
-    inside = inside && offset >= 0 && key[a] < query.window[a].end;
-    slot = slot * grid.axis[a].kernel_size + offset;
-  }
-  return inside;
-}
-
-// Whether `slot` of the query's window is an empty slot of a causal window (no key).
-JAX_NATTEN_HOST_DEVICE bool slot_empty(const Grid& grid, const Row& query, int slot) {
-  bool empty = false;
-  #pragma unroll
-  for (int a = kMaxRank - 1; a >= 0; --a) {
-    if (a >= grid.rank) continue;
-    empty = empty || slot % grid.axis[a].kernel_size >= query.window[a].end - query.window[a].start;
-    slot /= grid.axis[a].kernel_size;
-  }
-  return empty;
-}
-
-// Entry of the [2k_1-1, ...] bias table for the key at in-group coordinates `key` of the query.
-JAX_NATTEN_HOST_DEVICE int bias_entry(const Grid& grid, const Row& query, const int* key) {
-  int entry = 0;
-  #pragma unroll
-  for (int a = 0; a < kMaxRank; ++a) {
-    if (a >= grid.rank) break;
-    const int kernel = grid.axis[a].kernel_size;
-    entry = entry * (2 * kernel - 1) + key[a] - query.coord[a] + kernel - 1;
-  }
-  return entry;
 }
 
 }  // namespace jax_natten::gemm

@@ -1,0 +1,100 @@
+"""The CUDA kernels' own source on the CPU: the backends `naive-emulated` and `gemm-emulated` run
+the naive and GEMM-based PN/NN/IN kernels through the host emulation (jax_natten._emulation,
+built with JAX_NATTEN_EMULATION=ON), behind the unchanged custom_vjp, vmap and sharding wrapper
+of the CUDA backends. Held against the reference backend in float64 with SPEC's tolerances on
+random sweeps of every parameter class (test_unfused_cuda.py's configurations: ranks 1-3, odd
+sizes, even and odd kernels, stride, dilation not dividing the length, per-axis causal, GQA,
+head_dim_v != head_dim, RPB, additional tokens), each checking qk, av and attention, forward and
+backward; the handlers poison every output with NaN before the kernels run.
+
+`JAX_NATTEN_EMULATION_SWEEP` sets the configurations per (backend, dtype) (default 6, for CI;
+200 for the full sweep). Without the extension the tests skip, unless
+JAX_NATTEN_REQUIRE_EMULATION=1 (CI), which makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import jax_natten as jn
+import jax_natten.cuda
+from jax_natten import backends
+from test_unfused_cuda import TOLERANCE, check_config, random_config, relative_error
+
+EMULATED = ("naive-emulated", "gemm-emulated")
+SWEEP = int(os.environ.get("JAX_NATTEN_EMULATION_SWEEP", "6"))
+
+
+@pytest.fixture(autouse=True)
+def emulation():
+    reason = jax_natten.cuda.emulation_unavailable_reason("cpu")
+    if reason is None:
+        return
+    if os.environ.get("JAX_NATTEN_REQUIRE_EMULATION") == "1":
+        pytest.fail(f"JAX_NATTEN_REQUIRE_EMULATION=1 but the emulated kernels cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def test_targets_registered_for_cpu():
+    names = jax_natten.cuda.emulated_target_names()
+    for op in ("pn", "nn", "in"):
+        for variant in ("naive", "gemm"):
+            assert f"jax_natten_na_{op}_{variant}" in names
+
+
+@pytest.mark.parametrize("backend", EMULATED)
+@pytest.mark.parametrize("dtype", sorted(TOLERANCE))
+def test_emulated_matches_reference(backend, dtype):
+    rng = np.random.default_rng([len(backend), len(dtype), 10])
+    start = time.perf_counter()
+    for _ in range(SWEEP):
+        check_config(backend, rng, random_config(rng), dtype)
+    print(f"{backend} {dtype}: {SWEEP} configurations in {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.parametrize("backend", EMULATED)
+def test_emulated_under_jit_vmap_grad_remat(backend):
+    rng = np.random.default_rng(7)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 2, 9, 11, 4, 8)), jnp.float32) for _ in range(3))
+
+    def per_example(backend):
+        def loss(q, k, v):
+            out = jn.na2d(q, k, v, (3, 4), dilation=(2, 1), is_causal=(True, False), backend=backend)
+            return jnp.sum(out * out)
+        return jax.jit(jax.vmap(jax.grad(jax.checkpoint(loss), argnums=(0, 1, 2))))
+
+    for got, want in zip(per_example(backend)(q, k, v), per_example("reference")(q, k, v)):
+        assert relative_error(got, want) < 1e-5
+
+
+def test_emulated_under_batch_and_head_sharding():
+    mesh = jax.make_mesh((2, 4), ("x", "y"), axis_types=(AxisType.Auto,) * 2)
+    spec = P("x", None, None, "y")
+    rng = np.random.default_rng(3)
+    q = jnp.asarray(rng.standard_normal((2, 6, 7, 8, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((2, 6, 7, 4, 8)), jnp.float32) for _ in range(2))
+
+    def loss(q, k, v):
+        return jnp.sum(jn.na2d(q, k, v, (3, 5), dilation=(2, 1), backend="gemm-emulated") ** 2)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    sharded = [jax.device_put(x, NamedSharding(mesh, spec)) for x in (q, k, v)]
+    assert "all-gather" not in grad.lower(*sharded).compile().as_text()
+    for got, want in zip(grad(*sharded), grad(q, k, v)):
+        assert relative_error(got, want) < 1e-6
+
+
+def test_emulated_backends_are_explicit_only():
+    q = jnp.zeros((1, 9, 2, 8), jnp.float32)
+    explanation = jn.explain(q, q, q, kernel_size=3)
+    assert explanation.chosen == "reference"
+    for name in EMULATED:
+        assert name in backends.names() and explanation.reasons[name] is None
