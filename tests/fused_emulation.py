@@ -70,23 +70,31 @@ def build(flags=(), include: pathlib.Path = INCLUDE, optimize="-O2") -> pathlib.
         return binary
     CACHE.mkdir(parents=True, exist_ok=True)
     cuda = cuda_include()
-    sources = [str(TEST_SOURCE)] + ([str(SHADOW_RUNTIME)] if "-DJAX_NATTEN_SHADOW_SMEM" in flags else [])
     partial = binary.with_suffix(f".{os.getpid()}.partial")
-    command = ["g++", "-std=c++20", *flags, "-Wno-deprecated-declarations", "-pthread", f"-I{include}",
-               f"-I{cutlass_include()}", f"-I{cuda}", f"-I{cuda / 'cccl'}", *sources, "-o", str(partial)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"build failed: {' '.join(command)}\n{done.stderr[-4000:]}")
+    common = ["g++", "-std=c++20", "-Wno-deprecated-declarations", "-pthread", f"-I{include}",
+              f"-I{cutlass_include()}", f"-I{cuda}", f"-I{cuda / 'cccl'}"]
+    if "-DJAX_NATTEN_SHADOW_SMEM" in flags:
+        # Instrumented by TSan's compiler pass, linked with the shadow runtime instead of libtsan.
+        objects = [partial.with_suffix(".test.o"), partial.with_suffix(".shadow.o")]
+        commands = [common + [*flags, "-c", str(TEST_SOURCE), "-o", str(objects[0])],
+                    common + ["-O2", "-c", str(SHADOW_RUNTIME), "-o", str(objects[1])],
+                    ["g++", "-pthread", *map(str, objects), "-o", str(partial)]]
+    else:
+        commands = [common + [*flags, str(TEST_SOURCE), "-o", str(partial)]]
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"build failed: {' '.join(command)}\n{done.stderr[-4000:]}")
     os.replace(partial, binary)  # atomic: a concurrent worker either sees the whole file or builds its own
     return binary
 
 
 def mutate(edit_file: str, old: str, new: str, directory: pathlib.Path) -> pathlib.Path:
     """A copy of cuda/include under `directory` with `old` replaced by `new` (exactly once) in
-    `edit_file` (relative to cuda/include)."""
+    `edit_file` (relative to cuda/include/jax_natten)."""
     copy = directory / "include"
     shutil.copytree(INCLUDE, copy)
-    target = copy / edit_file
+    target = copy / "jax_natten" / edit_file
     text = target.read_text()
     if text.count(old) != 1:
         raise AssertionError(f"mutant: {old!r} occurs {text.count(old)} times in {edit_file}")
