@@ -55,7 +55,7 @@ def unavailable_reason():
 
 def _digest(include: pathlib.Path, flags) -> str:
     h = hashlib.sha256(" ".join(flags).encode())
-    for path in sorted(include.rglob("*")) + [TEST_SOURCE, SHADOW_RUNTIME]:
+    for path in sorted(include.rglob("*")) + [TEST_SOURCE, SHADOW_RUNTIME, pathlib.Path(__file__)]:
         if path.is_file():
             h.update(str(path.relative_to(path.parents[1] if path.is_relative_to(include) else REPO)).encode())
             h.update(path.read_bytes())

@@ -46,13 +46,14 @@ def test_thread_sanitizer_clean():
     assert "ThreadSanitizer" not in done.stderr
 
 
+# Not among them: the barrier before the next loads. The emulation lands a cp.async at its wait,
+# which here comes after the next iteration's barrier, so dropping that barrier is harmless
+# on the host; on the GPU a copy may land as soon as it is issued (compute-sanitizer racecheck
+# in benchmarks/device.sh covers it).
 MUTANTS = {
     # The barrier after the K/V loads: warps read K/V that other warps have not landed yet.
     "dropped barrier after the loads": (
         "fused/mainloop.h", "ctx.sync_threads();               // ... and every other thread's", "", "shadow"),
-    # The barrier before the next loads: tile j + 2 overwrites a stage that other warps still read.
-    "dropped barrier before the next loads": (
-        "fused/mainloop.h", "ctx.sync_threads();  // everyone is done with this stage", "//", "shadow"),
     # Waiting for one group too few: KV tile j is still in flight when it is read.
     "missing cp.async wait": ("fused/mainloop.h", "ctx.template cp_async_wait<1>();", "ctx.template cp_async_wait<2>();",
                               "plain"),
