@@ -1,7 +1,9 @@
 // The GEMM-based PN, NN and IN kernels (gemm/) against the naive kernels (naive_kernels.cuh), both
 // run from their CUDA source by the host emulation, on small problems of every parameter class,
 // in float16 (SM80 m16n8k16 atom) and float32 (TF32 atom, split into three products).
-//   kernels_test [fibers|threads]       all checks on one backend (default fibers); exit 0 = pass
+//   kernels_test [fibers|threads]       all checks on the fiber backend (default); on the thread
+//                                       backend (for the sanitizers, ~40x the CPU time) the 2-D
+//                                       problem in float16 only; exit 0 = pass
 //   kernels_test drop-barrier [lanes]   mutant: one __syncthreads of the GEMM kernels dropped
 //                                       (reported by the smem race shadow or ThreadSanitizer,
 //                                       or wrong results)
@@ -178,9 +180,13 @@ int main(int argc, char** argv) {
     std::printf("wrong-layout: rel err %.2e\n", error);
     return error < 2e-3 ? 0 : 1;
   }
-  for (const Problem& c : kProblems) {
-    check<__half>(c, lanes, true);
-    check<float>(c, lanes, true);
+  if (lanes == ex::Lanes::kThreads) {
+    check<__half>(kProblems[1], lanes, true);
+  } else {
+    for (const Problem& c : kProblems) {
+      check<__half>(c, lanes, true);
+      check<float>(c, lanes, true);
+    }
   }
   std::printf("%s\n", g_failures == 0 ? "all passed" : "FAILURES");
   return g_failures == 0 ? 0 : 1;
