@@ -2,6 +2,7 @@
 # On the lent GPU machine: build and install jax_natten from source, run the GPU tests and the
 # benchmarks, and leave logs and results under $OUT. Stages run in the order given:
 #   JAX_NATTEN_COMMIT=<sha> bash benchmarks/device.sh build test sanitize bench sweep train models
+# (fused forward: stages fused_test fused_sanitize fused_bench fused_sweep)
 # (JAX_NATTEN_COMMIT goes into the result records; JAX_NATTEN_TEST_FILTER is pytest's -k.)
 # The wheels the device lacks travel in .device/ (carry ".device"): CUTLASS, and scikit-learn
 # for the training run:
@@ -82,6 +83,46 @@ sweep() {
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
   (cd /tmp && python3 -m jax_natten sweep --backends gemm,naive --reps 5 --warmup 1 \
     --json "$out/$date-$device-gemm-over-naive.json") 2>&1 | tail -12
+}
+
+fused_test() {
+  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -p no:cacheprovider -p no:benchmark \
+    "$repo/tests/test_fused_cuda.py" 2>&1 | tee "$out/fused_tests.log" | tail -15)
+}
+
+# compute-sanitizer over a short fused sweep: memcheck (out-of-bounds gathers at tile edges),
+# racecheck (shared-memory hazards: the K/V stage barriers), synccheck (barriers in divergent code).
+fused_sanitize() {
+  local tool
+  for tool in memcheck racecheck synccheck; do
+    (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      python3 -m pytest -q -x -p no:cacheprovider "$repo/tests/test_fused_cuda.py" -k "sweep and bfloat16" \
+      >"$out/fused_sanitizer_$tool.log" 2>&1
+     echo "compute-sanitizer $tool (fused) exit $?" | tee -a "$out/summary.txt"; tail -5 "$out/fused_sanitizer_$tool.log")
+  done
+}
+
+# The standard problems of BENCHMARKS.md, fused against gemm and dense attention (cuDNN).
+fused_bench() {
+  local date device problem
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  for problem in 1d-long 1d-long-causal 2d-large 2d-dilated 3d-video 3d-video-tcausal 2d-nat 2d-dinat; do
+    (cd /tmp && python3 -m jax_natten bench --problem "$problem" --backends fused,gemm --passes fwd --reps 20 \
+      --json "$out/$date-$device-fused.json") 2>&1 | tail -6
+  done
+  (cd /tmp && python3 -m jax_natten plan --json "$out/$date-fused-plan.json") 2>&1 | tail -8
+}
+
+# The seed paper's comparison: fused over naive and fused over gemm, forward, float16.
+fused_sweep() {
+  local date device baseline
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  for baseline in naive gemm; do
+    (cd /tmp && python3 -m jax_natten sweep --backends fused,$baseline --dtypes float16,bfloat16 --passes fwd \
+      --reps 5 --warmup 1 --json "$out/$date-$device-fused-over-$baseline.json") 2>&1 | tail -8
+  done
 }
 
 # The digits training run of examples/train_digits.py on the GPU (automatic backend choice).

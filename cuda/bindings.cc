@@ -1,8 +1,10 @@
 // The nanobind module jax_natten._cuda: a dict of the FFI handlers, which Python registers with
 // XLA under the "jax_natten_" prefix, and the CUDA architectures the kernels were compiled for.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/vector.h>
 
 #include <type_traits>
+#include <vector>
 
 #include "xla/ffi/api/api.h"
 
@@ -15,6 +17,8 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInNaive);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemm);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForward);
+std::vector<int> JaxNattenFusedHeadDimClasses();  // cuda/ffi/fused.cu
 
 namespace {
 
@@ -37,8 +41,10 @@ NB_MODULE(_cuda, m) {
     targets["na_pn_gemm"] = Capsule(JaxNattenPnGemm);
     targets["na_nn_gemm"] = Capsule(JaxNattenNnGemm);
     targets["na_in_gemm"] = Capsule(JaxNattenInGemm);
+    targets["na_fused_forward"] = Capsule(JaxNattenFusedForward);
     return targets;
   });
   // CMake's CUDA_ARCHITECTURES entries, comma-separated: "80-real,90a-real,80-virtual".
   m.def("cuda_archs", []() { return JAX_NATTEN_CUDA_ARCHS; });
+  m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClasses);
 }

@@ -1,9 +1,9 @@
-"""Command line: `python -m jax_natten bench|sweep|models|neighborhood [options]` (see `--help`)."""
+"""Command line: `python -m jax_natten bench|sweep|models|neighborhood|plan [options]` (see `--help`)."""
 
 import argparse
 import sys
 
-from jax_natten import bench, bench_models, draw
+from jax_natten import bench, bench_models, draw, fused_plan
 
 
 def main(argv=None):
@@ -21,8 +21,12 @@ def main(argv=None):
     draw.add_arguments(commands.add_parser(
         "neighborhood", help="draw the keys chosen queries attend (text, or a PNG with --plot)",
         description=draw.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    fused_plan.add_arguments(commands.add_parser(
+        "plan", help="dry run of the fused forward kernel: tiles, grid, tile efficiency, smem/registers (no GPU)",
+        description=fused_plan.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
-    mains = {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main, "neighborhood": draw.main}
+    mains = {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main, "neighborhood": draw.main,
+             "plan": fused_plan.main}
     mains[args.command](args)
 
 

@@ -272,7 +272,8 @@ def _per_axis(values, rank, name):
     return values
 
 
-def add_arguments(parser: argparse.ArgumentParser):
+def add_problem_arguments(parser: argparse.ArgumentParser):
+    """The options that pick a problem (`problem_from_args`); also used by `plan`."""
     parser.add_argument("--problem", choices=sorted(STANDARD_PROBLEMS), help="a standard problem of docs/benchmarks.md")
     parser.add_argument("--size", type=_ints, help="spatial shape, e.g. 32,32 (default 32,32)")
     parser.add_argument("--kernel-size", type=_ints, help="per axis or one for all (default 7)")
@@ -284,6 +285,10 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--heads-kv", type=int, help="key/value heads (GQA); default: --heads")
     parser.add_argument("--head-dim", type=int)
     parser.add_argument("--dtype", choices=checks.FLOAT_DTYPES[:3])
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    add_problem_arguments(parser)
     parser.add_argument("--backends", default=None,
                         help=f"comma-separated, from {', '.join(backends.names())} (default: all that can run)")
     parser.add_argument("--passes", default="fwd,fwd+bwd", help="fwd, fwd+bwd or both")

@@ -16,6 +16,7 @@ import jax
 
 from jax_natten import cuda
 from jax_natten.backends import reference
+from jax_natten.backends.fused import FusedBackend
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood
@@ -54,9 +55,11 @@ class ReferenceBackend:
 
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
+# 16-byte row loads: head dims must be multiples of 8.
+_GEMM = UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8)
 BACKENDS = (
-    # 16-byte row loads: head dims must be multiples of 8.
-    UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8),
+    FusedBackend(_GEMM),
+    _GEMM,
     ReferenceBackend(),
     UnfusedBackend("naive", UnfusedKernels("naive")),
     # The same kernels run on the CPU by the host emulation (JAX_NATTEN_EMULATION=ON builds):
@@ -102,12 +105,15 @@ class Explanation:
 
     chosen: str
     reasons: dict
-    notes: tuple = ()
+    notes: tuple = ()  # how the chosen code runs (e.g. PTX JIT-compiled for this GPU)
+    backend_notes: dict = dataclasses.field(default_factory=dict)  # what a backend that can run does differently
 
     def __str__(self):
         lines = [f"chosen backend: {self.chosen}"]
         for name, reason in self.reasons.items():
             lines.append(f"  {name}: {'can run' if reason is None else 'cannot run: ' + reason}")
+            if name in self.backend_notes:
+                lines.append(f"    note: {self.backend_notes[name]}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -115,4 +121,5 @@ class Explanation:
 def explain_request(request: Request) -> Explanation:
     reasons = {b.name: b.unsupported(request) for b in BACKENDS}
     jit_note = cuda.jit_note(request.platform)
-    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,))
+    backend_notes = {b.name: b.note for b in BACKENDS if getattr(b, "note", None)}
+    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,), backend_notes)

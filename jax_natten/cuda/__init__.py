@@ -42,6 +42,11 @@ def _reason(extension, error, install_hint, platform, wanted, wanted_text):
     return None if platform == wanted else f"JAX runs on {platform!r}, {wanted_text}"
 
 
+def extension():
+    """The imported extension module, or None."""
+    return _cuda
+
+
 def target_names() -> tuple[str, ...]:
     """The registered CUDA FFI targets (empty without the extension)."""
     return _names(_cuda)

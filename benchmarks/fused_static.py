@@ -1,0 +1,95 @@
+"""Static gate of the fused forward's instantiations, no GPU needed: builds each (dtype, head-dim
+class, arch) as a cubin with nvcc, reads registers, stack and local memory (cuobjdump
+-res-usage) and the SASS instruction mix (cuobjdump -sass, nvdisasm), checks 0 spill bytes, no
+local memory, registers within the budget and HMMA / LDGSTS present, and writes the table that
+`python -m jax_natten plan` reads (benchmarks/results/fused_static.json, and a .md copy).
+
+  python benchmarks/fused_static.py [--dtypes half_t,bfloat16_t] [--head-dims 32,64,128,256]
+                                    [--archs sm_80,sm_90a] [--out benchmarks/results/fused_static.json]
+
+LDSM is reported, not required: the kernel reads MMA operands from shared memory with plain
+loads (the host emulation has no ldmatrix yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+REGISTER_BUDGET = 255  # 128 threads a CTA: __launch_bounds__(128) allows the full file
+UNIT = '#include "jax_natten/fused/launch.cuh"\nJAX_NATTEN_FUSED_INSTANTIATE(cute::{dtype}, {dim})\n'
+
+
+def tool(name):
+    wheel = pathlib.Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
+        "site-packages" / "nvidia" / "cu13" / "bin" / name
+    return str(wheel) if wheel.exists() else (shutil.which(name) or name)
+
+
+def gate(dtype: str, dim: int, arch: str, work: pathlib.Path) -> dict:
+    import cutlass_library
+    cutlass = pathlib.Path(cutlass_library.__file__).parent / "source" / "include"
+    unit = work / f"forward_{dtype}_{dim}.cu"
+    unit.write_text(UNIT.format(dtype=dtype, dim=dim))
+    cubin = work / f"forward_{dtype}_{dim}_{arch}.cubin"
+    subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-arch={arch}", "-cubin",
+                    f"-I{REPO / 'cuda' / 'include'}", f"-I{cutlass}", str(unit), "-o", str(cubin)], check=True)
+    env = dict(os.environ, PATH=str(pathlib.Path(tool("nvdisasm")).parent) + os.pathsep + os.environ["PATH"])
+    resources = subprocess.run([tool("cuobjdump"), "-res-usage", str(cubin)], capture_output=True, text=True,
+                               check=True, env=env).stdout
+    sass = subprocess.run([tool("cuobjdump"), "-sass", str(cubin)], capture_output=True, text=True, check=True,
+                          env=env).stdout
+    registers, stack, _, local = map(int, re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)",
+                                                    resources).groups())
+    ops = collections.Counter(m.group(1).split(".")[0] for m in
+                              re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", sass))
+    entry = {"dtype": {"half_t": "float16", "bfloat16_t": "bfloat16"}[dtype], "head_dim": dim, "arch": arch,
+             "registers": registers, "stack_bytes": stack, "local_bytes": local, "spill_bytes": stack + local,
+             "HMMA": ops["HMMA"], "LDGSTS": ops["LDGSTS"], "LDSM": ops["LDSM"], "LDS": ops["LDS"],
+             "SHFL": ops["SHFL"]}
+    failures = [what for what, bad in (
+        (f"{registers} registers > {REGISTER_BUDGET}", registers > REGISTER_BUDGET),
+        (f"stack/local memory {stack}/{local} bytes", stack or local),
+        ("no HMMA", not ops["HMMA"]), ("no LDGSTS", not ops["LDGSTS"])) if bad]
+    entry["failures"] = failures
+    return entry
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtypes", default="half_t,bfloat16_t")
+    parser.add_argument("--head-dims", default="32,64,128,256")
+    parser.add_argument("--archs", default="sm_80,sm_90a")
+    parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "fused_static.json")
+    args = parser.parse_args(argv)
+    entries = []
+    with tempfile.TemporaryDirectory() as work:
+        for arch in args.archs.split(","):
+            for dtype in args.dtypes.split(","):
+                for dim in map(int, args.head_dims.split(",")):
+                    entries.append(gate(dtype, dim, arch, pathlib.Path(work)))
+                    print(json.dumps(entries[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"kernels": entries}, indent=1) + "\n")
+    lines = ["| arch | dtype | head dim | registers | spill/local bytes | HMMA | LDGSTS | LDSM | LDS | SHFL | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['arch']} | {e['dtype']} | {e['head_dim']} | {e['registers']} | {e['spill_bytes']} | {e['HMMA']} | "
+              f"{e['LDGSTS']} | {e['LDSM']} | {e['LDS']} | {e['SHFL']} | {'; '.join(e['failures']) or 'ok'} |"
+              for e in entries]
+    args.out.with_suffix(".md").write_text(f"`python benchmarks/fused_static.py {' '.join(argv or sys.argv[1:])}`\n\n"
+                                           + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 1 if any(e["failures"] for e in entries) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

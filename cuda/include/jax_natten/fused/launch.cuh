@@ -1,0 +1,39 @@
+// The GPU entry of the fused forward and its launch (dynamic shared memory: the K/V stages of
+// the larger head dims exceed the 48 KiB of static shared memory). Instantiated once per
+// (dtype, head-dim class) in the generated units listed in CMakeLists.txt (FUSED_INSTANTIATIONS).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "jax_natten/exec/device_context.cuh"
+#include "jax_natten/fused/kernel.h"
+#include "jax_natten/fused/params.h"
+
+namespace jax_natten::fused {
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads) forward_kernel(FusedParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  K::run(exec::DeviceContext{}, *reinterpret_cast<typename K::Shared*>(smem), p);
+}
+
+// Enqueues the kernel on `stream`; no allocation, no host synchronization (CUDA-graph safe).
+template <class Elem, int kHeadDim>
+cudaError_t launch_forward(cudaStream_t stream, const FusedParams& p) {
+  using K = ForwardKernel<ForwardConfig<Elem, kHeadDim>>;
+  constexpr int kBytes = sizeof(typename K::Shared);
+  if (cudaError_t e = cudaFuncSetAttribute(forward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+      e != cudaSuccess) {
+    return e;
+  }
+  const FusedParams padded = pad_axes(p);
+  const exec::Dim3 grid = launch_grid(padded);
+  forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, stream>>>(padded);
+  return cudaGetLastError();
+}
+
+}  // namespace jax_natten::fused
+
+// One explicit instantiation of launch_forward (the generated units).
+#define JAX_NATTEN_FUSED_INSTANTIATE(Elem, kHeadDim) \
+  template cudaError_t jax_natten::fused::launch_forward<Elem, kHeadDim>(cudaStream_t, const jax_natten::fused::FusedParams&);

@@ -1,0 +1,99 @@
+"""The fused CUDA backend ("fused"): one kernel computes the window's softmax(q k^T + rpb) v and
+its LSE without writing the scores (cuda/include/jax_natten/fused/). Additional KV tokens are
+attended in XLA and merged exactly through the two LSEs, inside the same `jax.custom_vjp`:
+
+  lse = logaddexp(lse_window, lse_extra),
+  out = exp(lse_window - lse) out_window + exp(lse_extra - lse) out_extra.
+
+Until the fused backward exists, the gradient is the gemm backend's (PN/NN/IN kernels), which
+recomputes the attention from the saved inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from jax_natten import cuda, fused_plan
+from jax_natten.backends import reference
+from jax_natten.cuda import fused as fused_cuda
+
+DTYPES = ("float16", "bfloat16")
+NOTE = "gradient from the gemm operators (PN/NN/IN), recomputed from the inputs; no fused backward yet"
+
+
+def _merge_extra(out, lse, query, additional_keys, additional_values, scale):
+    logits = reference.extra_logits(query, additional_keys, scale).astype(jnp.float32)
+    lse_extra = jax.nn.logsumexp(logits, axis=-1)
+    probs = jnp.exp(logits - lse_extra[..., None])
+    out_extra = reference.extra_sum(probs, additional_values.astype(jnp.float32)).reshape(out.shape)
+    lse_extra = lse_extra.reshape(lse.shape)
+    merged = jnp.logaddexp(lse, lse_extra)
+    out = jnp.exp(lse - merged)[..., None] * out.astype(jnp.float32) + jnp.exp(lse_extra - merged)[..., None] * out_extra
+    return out.astype(query.dtype), merged
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _attention(gemm, nbhd, scale, query, key, value, rpb, additional_keys, additional_values):
+    out, lse = fused_cuda.fused_forward(query, key, value, rpb, nbhd, scale)
+    if additional_keys is not None:
+        out, lse = _merge_extra(out, lse, query, additional_keys, additional_values, scale)
+    return checkpoint_name(out, "jax_natten_fused_out"), checkpoint_name(lse, "jax_natten_fused_lse")
+
+
+def _attention_fwd(gemm, nbhd, scale, *inputs):
+    residuals = tuple(None if x is None else checkpoint_name(x, "jax_natten_fused_residual") for x in inputs)
+    return _attention(gemm, nbhd, scale, *inputs), residuals
+
+
+def _attention_bwd(gemm, nbhd, scale, residuals, cotangents):
+    def unfused(query, key, value, rpb, additional_keys, additional_values):
+        return gemm.attention(query, key, value, nbhd, scale, rpb, additional_keys, additional_values)
+
+    _, vjp = jax.vjp(unfused, *residuals)
+    d_out, d_lse = cotangents
+    return vjp((d_out, d_lse.astype(jnp.float32)))
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+class FusedBackend:
+    """The fused forward kernel on CUDA GPUs; gradients through `gemm` (an UnfusedBackend)."""
+
+    name = "fused"
+    note = NOTE
+
+    def __init__(self, gemm):
+        self.gemm = gemm
+
+    def unsupported(self, request):
+        if request.operator != "attention":
+            return f"the fused kernel computes attention only, not {request.operator}"
+        reason = cuda.unavailable_reason(request.platform)
+        if reason is not None:
+            return reason
+        if request.dtype not in DTYPES:
+            return f"dtype {request.dtype}: the fused kernel takes {', '.join(DTYPES)} (float32 is not implemented)"
+        if request.head_dim % 8 or request.head_dim_v % 8:
+            return f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: the fused kernel needs multiples of 8"
+        head_class = fused_plan.head_dim_class(request.head_dim, request.head_dim_v)
+        built = fused_cuda.head_dim_classes()
+        if head_class is None or not any(c >= head_class for c in built):
+            return (f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: this build has the fused "
+                    f"head-dim classes {built}")
+        if request.has_rpb and (any(s != 1 for s in request.nbhd.stride) or request.nbhd.any_causal):
+            return "rpb with stride > 1 or causal axes: NATTEN defines the bias for stride 1, non-causal only"
+        return self.gemm.unsupported(request)
+
+    def qk(self, query, key, nbhd, rpb=None):
+        raise NotImplementedError("the fused backend computes attention only; qk runs on an unfused backend")
+
+    def av(self, attn, value, nbhd):
+        raise NotImplementedError("the fused backend computes attention only; av runs on an unfused backend")
+
+    def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None):
+        return _attention(self.gemm, nbhd, scale, query, key, value, rpb, additional_keys, additional_values)

@@ -1,0 +1,188 @@
+"""Dry-run planner of the fused forward kernel (cuda/include/jax_natten/fused/): for given
+inputs, without a GPU, what the kernel would do — tile boxes, launch grid, KV tiles visited per
+Q tile, tile efficiency (attended / computed score pairs), fast-path share, shared memory and
+registers per CTA — and the tile boxes that the handler is given (the most efficient ones).
+
+The kernel's tile arithmetic (scheduler.h) factorizes over the axes: a CTA is one (dilation
+group, Q tile) per axis, its KV box the per-axis union of its windows. So every total here is a
+product of per-axis sums, exact and cheap for any problem size. Windows come from
+`neighborhood.window`, the one Python copy of the window rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from jax_natten.neighborhood import Neighborhood, window
+
+Q_TILE_ROWS = 64  # kernel.h: kQTileRows (4 warps x 16 rows)
+THREADS = 128
+STAGES = 2  # K/V tiles in flight
+HEAD_DIM_CLASSES = (32, 64, 128, 256)
+STATIC_TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "fused_static.json"
+
+
+def kv_tile_rows(head_dim_class: int) -> int:
+    """kernel.h: kv_tile_rows."""
+    return 32 if head_dim_class == 256 else 64
+
+
+def head_dim_class(head_dim: int, head_dim_v: int) -> int | None:
+    """The smallest instantiated head-dim class holding both head dims (None: none does)."""
+    return next((c for c in HEAD_DIM_CLASSES if max(head_dim, head_dim_v) <= c), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisTiling:
+    """Per-axis sums over the axis's (group, Q tile) pairs that hold queries."""
+
+    ctas: int            # (group, tile) pairs with queries
+    launched: int        # grid extent along this axis (groups x tiles of the longest group)
+    computed: int        # sum of q_tile * kv_tile * kv tiles (score pairs computed, this axis)
+    attended: int        # sum over queries of their window length (pairs in windows, this axis)
+    kv_tiles: int        # sum over CTAs of KV tiles visited
+    kv_tiles_max: int
+    unmasked: int        # sum over CTAs of KV tiles inside every window of the Q tile
+
+
+def axis_tiling(length, kernel_size, stride, dilation, is_causal, q_tile, kv_tile) -> AxisTiling:
+    ctas = computed = attended = kv_total = kv_max = unmasked = 0
+    per_group = -(-(-(-length // dilation)) // q_tile)
+    for group in range(dilation):
+        positions = np.arange(group, length, dilation)
+        starts, ends = window(positions, length, kernel_size, stride, dilation, is_causal)
+        attended += int((ends - starts).sum())
+        for u0 in range(0, len(positions), q_tile):
+            last = min(u0 + q_tile, len(positions)) - 1
+            first_v, end_v = int(starts[u0]), int(ends[last])
+            common_start, common_end = int(starts[last]), int(ends[u0])
+            tiles = -(-(end_v - first_v) // kv_tile)
+            origins = first_v + kv_tile * np.arange(tiles)
+            ctas += 1
+            computed += q_tile * kv_tile * tiles
+            kv_total += tiles
+            kv_max = max(kv_max, tiles)
+            unmasked += int(((origins >= common_start) & (origins + kv_tile <= common_end)).sum())
+    return AxisTiling(ctas, dilation * per_group, computed, attended, kv_total, kv_max, unmasked)
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedPlan:
+    q_tile: tuple[int, ...]
+    kv_tile: tuple[int, ...]
+    head_dim_class: int
+    grid: tuple[int, int, int]      # (Q tiles, heads, batch), as launched
+    ctas_with_work: int             # per (batch, head)
+    kv_tiles_mean: float            # per Q tile that holds queries
+    kv_tiles_max: int
+    tile_efficiency: float          # attended / computed score pairs
+    fast_path_fraction: float       # KV tiles computed without a per-element mask
+    smem_bytes: int
+    registers: int | None           # per thread, from the static gate table (None: not built)
+    spill_bytes: int | None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _boxes(rank: int, rows: int):
+    """Per-axis power-of-two extents with product `rows`."""
+    exponent = int(math.log2(rows))
+    for split in itertools.product(range(exponent + 1), repeat=rank):
+        if sum(split) == exponent:
+            yield tuple(2 ** e for e in split)
+
+
+def _static_entry(dtype: str, head_class: int):
+    if not STATIC_TABLE.exists():
+        return None
+    table = json.loads(STATIC_TABLE.read_text())
+    return next((e for e in table.get("kernels", []) if e.get("dtype") == dtype and e.get("head_dim") == head_class
+                 and e.get("arch") == "sm_90a"), None)
+
+
+@functools.lru_cache(maxsize=256)
+def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *, batch: int = 1,
+         heads: int = 1, dtype: str = "bfloat16", q_tile=None, kv_tile=None) -> FusedPlan:
+    """What the fused forward does for `[batch, *spatial_shape, heads, head_dim]` inputs; the tile
+    boxes are the most efficient ones unless given."""
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    head_class = head_dim_class(head_dim, head_dim_v)
+    if head_class is None:
+        raise ValueError(f"head_dim {head_dim} / head_dim_v {head_dim_v}: the fused kernel takes at most 256")
+    rank = len(spatial_shape)
+    if nbhd.rank != rank:
+        raise ValueError(f"spatial_shape has {rank} axes, the neighborhood {nbhd.rank}")
+    kv_rows = kv_tile_rows(head_class)
+    spatial_shape = tuple(spatial_shape)
+    q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, Q_TILE_ROWS))
+    kv_choices = [tuple(kv_tile)] if kv_tile is not None else list(_boxes(rank, kv_rows))
+    for name, boxes, rows in (("q_tile", q_choices, Q_TILE_ROWS), ("kv_tile", kv_choices, kv_rows)):
+        if any(len(b) != rank or math.prod(b) != rows for b in boxes):
+            raise ValueError(f"{name}: {rank} per-axis extents with product {rows}")
+
+    def tilings(q_box, kv_box):
+        return [axis_tiling(length, *params, tq, tk)
+                for length, params, tq, tk in zip(spatial_shape, nbhd.axes(), q_box, kv_box)]
+
+    def efficiency(axes):
+        return math.prod(a.attended for a in axes) / math.prod(a.computed for a in axes)
+
+    # Per axis the choices are independent except for the products: search the pairs of boxes.
+    best = max(((efficiency(tilings(qb, kb)), -math.prod(a.kv_tiles for a in tilings(qb, kb)), qb, kb)
+                for qb in q_choices for kb in kv_choices))
+    _, _, q_box, kv_box = best
+    axes = tilings(q_box, kv_box)
+    ctas = math.prod(a.ctas for a in axes)
+    kv_sum = math.prod(a.kv_tiles for a in axes)
+    entry = _static_entry(dtype, head_class)
+    return FusedPlan(
+        q_tile=q_box, kv_tile=kv_box, head_dim_class=head_class,
+        grid=(math.prod(a.launched for a in axes), heads, min(batch, 65535)),
+        ctas_with_work=ctas, kv_tiles_mean=kv_sum / ctas, kv_tiles_max=math.prod(a.kv_tiles_max for a in axes),
+        tile_efficiency=efficiency(axes), fast_path_fraction=math.prod(a.unmasked for a in axes) / kv_sum,
+        smem_bytes=(Q_TILE_ROWS + 2 * STAGES * kv_rows) * head_class * 2,
+        registers=None if entry is None else entry["registers"],
+        spill_bytes=None if entry is None else entry["spill_bytes"])
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    from jax_natten import bench
+    bench.add_problem_arguments(parser)
+    parser.add_argument("--all", action="store_true", help="every standard problem of BENCHMARKS.md (the default "
+                        "when no problem option is given)")
+    parser.add_argument("--json", type=pathlib.Path, help="write the plans to this JSON file")
+
+
+def format_plan(name: str, p: FusedPlan) -> str:
+    registers = "not in the static table" if p.registers is None else f"{p.registers} registers/thread, " \
+        f"{p.spill_bytes} spill bytes"
+    return (f"{name}: Q tile {'x'.join(map(str, p.q_tile))}, KV tile {'x'.join(map(str, p.kv_tile))}, head-dim class "
+            f"{p.head_dim_class}, grid {p.grid[0]}x{p.grid[1]}x{p.grid[2]} ({p.ctas_with_work} Q tiles with work per "
+            f"batch and head), KV tiles per Q tile {p.kv_tiles_mean:.1f} mean / {p.kv_tiles_max} max, tile efficiency "
+            f"{p.tile_efficiency:.3f}, unmasked KV tiles {p.fast_path_fraction:.3f}, smem {p.smem_bytes // 1024} KiB/CTA "
+            f"({THREADS} threads), {registers}")
+
+
+def main(args):
+    from jax_natten import bench, checks
+    chosen = [f for f in ("problem", "size", "kernel_size", "stride", "dilation", "causal", "batch", "heads",
+                          "heads_kv", "head_dim", "dtype") if getattr(args, f) is not None]
+    problems = list(bench.STANDARD_PROBLEMS.values()) if args.all or not chosen else [bench.problem_from_args(args)]
+    plans = {}
+    for problem in problems:
+        nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride, problem.dilation,
+                                   problem.is_causal)
+        plans[problem.name] = plan(problem.spatial, nbhd, problem.head_dim, batch=problem.batch,
+                                   heads=problem.heads, dtype=problem.dtype)
+        print(format_plan(problem.name, plans[problem.name]))
+    if args.json:
+        args.json.write_text(json.dumps({n: p.as_dict() for n, p in plans.items()}, indent=1) + "\n")
