@@ -12,7 +12,7 @@ import logging
 
 import jax
 
-from jax_natten.backends import reference
+from jax_natten.backends import blocked, reference
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood
@@ -34,6 +34,7 @@ class Request:
     nbhd: Neighborhood
     has_rpb: bool = False
     has_extra_kv: bool = False
+    spatial_shape: tuple = None
 
 
 class ReferenceBackend:
@@ -49,11 +50,40 @@ class ReferenceBackend:
     av = staticmethod(reference.av)
 
 
+class BlockedBackend:
+    """Pure JAX, fused: dense tile matmuls with an online softmax (`blocked.py`)."""
+
+    name = "blocked"
+
+    def unsupported(self, request: Request):
+        if request.operator != "attention":
+            return "it computes fused attention only (qk and av run elsewhere)"
+        return None
+
+    def passed_over(self, request: Request):
+        """Why `backend=None` prefers the next backend although this one can run (or None)."""
+        if request.spatial_shape is not None:
+            efficiency = blocked.plan(request.spatial_shape, request.nbhd).efficiency()
+            if efficiency < blocked.MIN_EFFICIENCY:
+                return (f"tile efficiency {efficiency:.2f} < {blocked.MIN_EFFICIENCY} (window too small "
+                        "for its tiles: the reference's per-slot gathers waste less)")
+        return None
+
+    def describe(self, request: Request):
+        """The tiling of the call and its tile efficiency."""
+        if request.spatial_shape is None:
+            return None
+        return str(blocked.plan(request.spatial_shape, request.nbhd))
+
+    attention = staticmethod(blocked.attention)
+
+
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
 BACKENDS = (
     # 16-byte row loads: head dims must be multiples of 8.
     UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8),
+    BlockedBackend(),
     ReferenceBackend(),
     UnfusedBackend("naive", UnfusedKernels("naive")),
 )
@@ -65,6 +95,14 @@ def names():
 
 def default_platform():
     return jax.default_backend()
+
+
+def automatic_reason(candidate, request: Request):
+    """Why `backend=None` does not take `candidate`: it cannot run, or it runs but slower."""
+    reason = candidate.unsupported(request)
+    if reason is None and hasattr(candidate, "passed_over"):
+        reason = candidate.passed_over(request)
+    return reason
 
 
 def choose(request: Request, backend: str | None = None):
@@ -79,7 +117,7 @@ def choose(request: Request, backend: str | None = None):
             raise NotImplementedError(f"backend={backend!r} cannot run this {request.operator} call: {reason}")
         return by_name[backend]
     for candidate in BACKENDS:
-        reason = candidate.unsupported(request)
+        reason = automatic_reason(candidate, request)
         if reason is None:
             return candidate
         logger.debug("jax_natten: backend %r skipped for %s: %s", candidate.name, request.operator, reason)
@@ -88,18 +126,24 @@ def choose(request: Request, backend: str | None = None):
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
-    """Which backend `backend=None` picks for a call, and why each other one was passed over."""
+    """Which backend `backend=None` picks for a call, why each other one was passed over, and
+    what the backends that describe their work (the blocked backend's tiles) say about it."""
 
     chosen: str
     reasons: dict
+    details: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         lines = [f"chosen backend: {self.chosen}"]
         for name, reason in self.reasons.items():
             lines.append(f"  {name}: {'can run' if reason is None else 'cannot run: ' + reason}")
+            if reason is None and name in self.details:
+                lines.append(f"    {self.details[name]}")
         return "\n".join(lines)
 
 
 def explain_request(request: Request) -> Explanation:
-    reasons = {b.name: b.unsupported(request) for b in BACKENDS}
-    return Explanation(choose(request).name, reasons)
+    reasons = {b.name: automatic_reason(b, request) for b in BACKENDS}
+    details = {b.name: b.describe(request) for b in BACKENDS
+               if reasons[b.name] is None and hasattr(b, "describe")}
+    return Explanation(choose(request).name, reasons, {n: d for n, d in details.items() if d})
