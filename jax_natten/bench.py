@@ -331,7 +331,7 @@ def usable_backends(problem: Problem):
     nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride,
                                problem.dilation, problem.is_causal)
     request = backends.Request("attention", backends.default_platform(), problem.dtype,
-                               problem.head_dim, problem.head_dim, nbhd)
+                               problem.head_dim, problem.head_dim, nbhd, spatial_shape=problem.spatial)
     return [b.name for b in backends.BACKENDS
             if not getattr(b, "explicit_only", False) and b.unsupported(request) is None]
 

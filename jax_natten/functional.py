@@ -15,16 +15,16 @@ def _attention(query, key, value, kernel_size, stride, dilation, is_causal, scal
                additional_keys, additional_values, rpb, return_lse, backend, rank):
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, return_lse, rank)
-    chosen = backends.choose(_attention_request(inputs), backend)
+    chosen = backends.choose(_attention_request(inputs, query.shape[1:-2]), backend)
     out, lse = chosen.attention(query, key, value, inputs.nbhd, inputs.scale, rpb,
                                 additional_keys, additional_values)
     return (out, lse) if return_lse else out
 
 
-def _attention_request(inputs: checks.AttentionInputs) -> backends.Request:
+def _attention_request(inputs: checks.AttentionInputs, spatial_shape) -> backends.Request:
     return backends.Request("attention", backends.default_platform(), inputs.dtype.name,
                             inputs.head_dim, inputs.head_dim_v, inputs.nbhd,
-                            inputs.has_rpb, inputs.has_extra_kv)
+                            inputs.has_rpb, inputs.has_extra_kv, tuple(spatial_shape))
 
 
 def neighborhood_attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
@@ -103,4 +103,4 @@ def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fals
     why every other backend would not. Arrays may be `jax.ShapeDtypeStruct`s."""
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, False)
-    return backends.explain_request(_attention_request(inputs))
+    return backends.explain_request(_attention_request(inputs, query.shape[1:-2]))

@@ -15,7 +15,7 @@ import logging
 import jax
 
 from jax_natten import cuda
-from jax_natten.backends import reference
+from jax_natten.backends import blocked, reference
 from jax_natten.backends.fused import FusedBackend
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.cuda.unfused import UnfusedKernels
@@ -38,6 +38,7 @@ class Request:
     nbhd: Neighborhood
     has_rpb: bool = False
     has_extra_kv: bool = False
+    spatial_shape: tuple = None
 
 
 class ReferenceBackend:
@@ -53,6 +54,34 @@ class ReferenceBackend:
     av = staticmethod(reference.av)
 
 
+class BlockedBackend:
+    """Pure JAX, fused: dense tile matmuls with an online softmax (`blocked.py`)."""
+
+    name = "blocked"
+
+    def unsupported(self, request: Request):
+        if request.operator != "attention":
+            return "it computes fused attention only (qk and av run elsewhere)"
+        return None
+
+    def passed_over(self, request: Request):
+        """Why `backend=None` prefers the next backend although this one can run (or None)."""
+        if request.spatial_shape is not None:
+            efficiency = blocked.plan(request.spatial_shape, request.nbhd).efficiency()
+            if efficiency < blocked.MIN_EFFICIENCY:
+                return (f"tile efficiency {efficiency:.2f} < {blocked.MIN_EFFICIENCY} (window too small "
+                        "for its tiles: the reference's per-slot gathers waste less)")
+        return None
+
+    def describe(self, request: Request):
+        """The tiling of the call and its tile efficiency."""
+        if request.spatial_shape is None:
+            return None
+        return str(blocked.plan(request.spatial_shape, request.nbhd))
+
+    attention = staticmethod(blocked.attention)
+
+
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
 # 16-byte row loads: head dims must be multiples of 8.
@@ -60,6 +89,7 @@ _GEMM = UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8)
 BACKENDS = (
     FusedBackend(_GEMM),
     _GEMM,
+    BlockedBackend(),
     ReferenceBackend(),
     UnfusedBackend("naive", UnfusedKernels("naive")),
     # The same kernels run on the CPU by the host emulation (JAX_NATTEN_EMULATION=ON builds):
@@ -77,6 +107,17 @@ def default_platform():
     return jax.default_backend()
 
 
+def automatic_reason(candidate, request: Request):
+    """Why `backend=None` does not take `candidate`: it runs only when named, it cannot run, or it
+    runs but slower."""
+    if getattr(candidate, "explicit_only", False):
+        return f"runs only when named (backend={candidate.name!r})"
+    reason = candidate.unsupported(request)
+    if reason is None and hasattr(candidate, "passed_over"):
+        reason = candidate.passed_over(request)
+    return reason
+
+
 def choose(request: Request, backend: str | None = None):
     """The backend that runs `request`: the named one (or an error saying why it cannot), or the
     most preferred one that can."""
@@ -89,9 +130,7 @@ def choose(request: Request, backend: str | None = None):
             raise NotImplementedError(f"backend={backend!r} cannot run this {request.operator} call: {reason}")
         return by_name[backend]
     for candidate in BACKENDS:
-        if getattr(candidate, "explicit_only", False):
-            continue
-        reason = candidate.unsupported(request)
+        reason = automatic_reason(candidate, request)
         if reason is None:
             return candidate
         logger.debug("jax_natten: backend %r skipped for %s: %s", candidate.name, request.operator, reason)
@@ -101,25 +140,29 @@ def choose(request: Request, backend: str | None = None):
 @dataclasses.dataclass(frozen=True)
 class Explanation:
     """Which backend `backend=None` picks for a call, why each other one was passed over, and
-    notes on how the chosen code runs (PTX JIT-compiled for a GPU the extension has no SASS for)."""
+    notes on how the chosen code runs (PTX JIT-compiled for a GPU the extension has no SASS for),
+    and what the backends that can run say of their work (the blocked backend's tiles, the fused
+    backend's gradient)."""
 
     chosen: str
     reasons: dict
     notes: tuple = ()  # how the chosen code runs (e.g. PTX JIT-compiled for this GPU)
-    backend_notes: dict = dataclasses.field(default_factory=dict)  # what a backend that can run does differently
+    backend_notes: dict = dataclasses.field(default_factory=dict)
 
     def __str__(self):
         lines = [f"chosen backend: {self.chosen}"]
         for name, reason in self.reasons.items():
             lines.append(f"  {name}: {'can run' if reason is None else 'cannot run: ' + reason}")
-            if name in self.backend_notes:
+            if reason is None and name in self.backend_notes:
                 lines.append(f"    note: {self.backend_notes[name]}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
 def explain_request(request: Request) -> Explanation:
-    reasons = {b.name: b.unsupported(request) for b in BACKENDS}
+    reasons = {b.name: automatic_reason(b, request) for b in BACKENDS}
     jit_note = cuda.jit_note(request.platform)
-    backend_notes = {b.name: b.note for b in BACKENDS if getattr(b, "note", None)}
-    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,), backend_notes)
+    backend_notes = {b.name: b.describe(request) if hasattr(b, "describe") else getattr(b, "note", None)
+                     for b in BACKENDS if reasons[b.name] is None}
+    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,),
+                       {name: note for name, note in backend_notes.items() if note})

@@ -34,10 +34,12 @@ JAX_NATTEN_HOST_DEVICE int q_tiles_per_group(const AxisParams& p, int q_tile) {
 }
 
 // Q tiles per (batch, head): the launch grid's x extent.
+// Over the params' own axes: the same count before and after pad_axes (the FFI handler checks it
+// on unpadded params, whose axes past the rank are zero; looping over kMaxRank there divided by a
+// zero tile, a SIGFPE that an H200 run found and the emulation, which only sees padded params, could not).
 JAX_NATTEN_HOST_DEVICE int64_t count_q_tiles(const FusedParams& p) {
   int64_t n = 1;
-  CUTE_UNROLL
-  for (int a = 0; a < kMaxRank; ++a) n *= int64_t(p.grid.axis[a].dilation) * q_tiles_per_group(p.grid.axis[a], p.q_tile[a]);
+  for (int a = 0; a < p.grid.rank; ++a) n *= int64_t(p.grid.axis[a].dilation) * q_tiles_per_group(p.grid.axis[a], p.q_tile[a]);
   return n;
 }
 
