@@ -19,7 +19,8 @@ Plugging in a CPU-runnable backend `B` (registered in `jax_natten.backends.BACKE
     def test_B_matches_oracle(index):
         sweeps.check_backend("B", CONFIGS[index], seed=index, grads=index < 20)
 
-and add "B" to `LONG_BACKENDS` below so that the long mode covers it too. The long mode
+and add "B" to `CPU_BACKENDS` below: the long mode, the numerics at the extremes and the
+determinism tests then cover it too. The long mode
 (`JAX_NATTEN_LONG=1`, count `JAX_NATTEN_LONG_COUNT`, default 10,000 per backend) runs in
 tests/test_reference_sweep.py.
 """
@@ -38,7 +39,7 @@ import jax_natten
 LONG = os.environ.get("JAX_NATTEN_LONG") == "1"
 LONG_COUNT = int(os.environ.get("JAX_NATTEN_LONG_COUNT", "10000"))
 LONG_MAX_TOKENS = 64  # small problems: the long mode's time is the compiles, one per configuration
-LONG_BACKENDS = ("reference",)
+CPU_BACKENDS = ("reference",)  # CPU-runnable: the long sweep, tests/test_numerics.py, tests/test_determinism.py
 
 
 def configs(n, seed, supports=None, max_tokens=oracle.MAX_TOKENS):

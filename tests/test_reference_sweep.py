@@ -88,7 +88,7 @@ if sweeps.LONG:
     LONG_CHUNK = 100
 
     @pytest.mark.parametrize("chunk", range(-(-sweeps.LONG_COUNT // LONG_CHUNK)))
-    @pytest.mark.parametrize("backend", sweeps.LONG_BACKENDS)
+    @pytest.mark.parametrize("backend", sweeps.CPU_BACKENDS)
     def test_long_sweep_matches_oracle(backend, chunk):
         """JAX_NATTEN_LONG=1: LONG_COUNT small configurations per backend, in chunks of 100
         (each chunk its own seed, so that one chunk reruns alone)."""
