@@ -415,3 +415,15 @@ def random_config(rng, max_tokens=MAX_TOKENS):
         scalar_args=bool(rng.random() < 0.3),
         dtype=str(rng.choice(DTYPES, p=[0.2, 0.2, 0.4, 0.2])),
     )
+
+
+def sweep(count, seed, supports=None, max_tokens=MAX_TOKENS):
+    """`count` random legal configurations (those `supports(config)` accepts), the same for the
+    same seed (`sweeps.configs`)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        config = random_config(rng, max_tokens)
+        if supports is None or supports(config):
+            out.append(config)
+    return out

@@ -42,15 +42,7 @@ LONG_MAX_TOKENS = 64  # small problems: the long mode's time is the compiles, on
 CPU_BACKENDS = ("reference",)  # CPU-runnable: the long sweep, tests/test_numerics.py, tests/test_determinism.py
 
 
-def configs(n, seed, supports=None, max_tokens=oracle.MAX_TOKENS):
-    """`n` random legal configurations (those `supports` accepts), the same for the same seed."""
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        config = oracle.random_config(rng, max_tokens)
-        if supports is None or supports(config):
-            out.append(config)
-    return out
+configs = oracle.sweep
 
 
 def _specs(config):
