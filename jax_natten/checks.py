@@ -40,8 +40,9 @@ def _as_bool(name, v, whole):
     return bool(v)
 
 
-def neighborhood(spatial_shape, kernel_size, stride=1, dilation=1, is_causal=False) -> Neighborhood:
-    """Normalizes per-axis arguments to a `Neighborhood` and checks them against the input size."""
+def neighborhood(spatial_shape, kernel_size, stride=1, dilation=1, is_causal=False, input_name="query") -> Neighborhood:
+    """Normalizes per-axis arguments to a `Neighborhood` and checks them against the size of the
+    input `input_name`."""
     rank = len(spatial_shape)
     ks = _per_axis("kernel_size", kernel_size, rank, _as_int)
     st = _per_axis("stride", stride, rank, _as_int)
@@ -62,9 +63,33 @@ def neighborhood(spatial_shape, kernel_size, stride=1, dilation=1, is_causal=Fal
         if k * d > length:
             raise ValueError(
                 f"kernel_size={kernel_size!r}, dilation={dilation!r}: axis {axis} has "
-                f"kernel_size * dilation = {k * d} > input length {length}; it must fit the input."
+                f"kernel_size * dilation = {k * d} > input length {length} of {input_name}; it must fit the input."
             )
     return Neighborhood(ks, st, dil, causal)
+
+
+def positive_int(name, value):
+    """An integer >= 1 (Python or NumPy, not a bool)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r}: it must be a positive integer.")
+    return operator.index(value)
+
+
+def real_number(name, value, allow_none=False):
+    """A finite real number (a Python or NumPy float or int, not a bool), or None if allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r}: it must be a finite real number{' or None' if allow_none else ''}.")
+    return float(value)
+
+
+def array(name, x):
+    """Something with a shape and a dtype (an array, a tracer, a ShapeDtypeStruct) and no empty axis."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} is a {type(x).__name__}; it must be an array (or a jax.ShapeDtypeStruct).")
+    if 0 in tuple(x.shape):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; empty axes (size 0) are not supported.")
 
 
 def float_dtype(name, x):
@@ -132,6 +157,10 @@ class AttentionInputs:
 
 def attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal, scale,
                      additional_keys, additional_values, rpb, return_lse, rank=None) -> AttentionInputs:
+    for name, x in (("query", query), ("key", key), ("value", value), ("additional_keys", additional_keys),
+                    ("additional_values", additional_values), ("rpb", rpb)):
+        if x is not None or name in ("query", "key", "value"):
+            array(name, x)
     rank = spatial_rank("query", query, rank)
     dtype = float_dtype("query", query)
     for name, x in (("key", key), ("value", value)):
@@ -165,10 +194,9 @@ def attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal
             )
     if rpb is not None:
         relative_position_bias(rpb, heads, nbhd, dtype)
+    scale = real_number("scale", scale, allow_none=True)
     if scale is None:
         scale = head_dim ** -0.5
-    elif isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-        raise ValueError(f"scale={scale!r}: it must be a finite real number or None (head_dim ** -0.5).")
     if not isinstance(return_lse, (bool, np.bool_)):
         raise ValueError(f"return_lse={return_lse!r}: it must be a bool.")
     return AttentionInputs(nbhd, float(scale), dtype, heads, heads_kv, head_dim, head_dim_v,
@@ -179,13 +207,16 @@ def relative_position_bias(rpb, heads, nbhd, dtype):
     want = (heads, *(2 * k - 1 for k in nbhd.kernel_size))
     if tuple(rpb.shape) != want:
         raise ValueError(
-            f"rpb has shape {tuple(rpb.shape)}; it must be [heads, 2*kernel_size-1 per axis] = {want}."
+            f"rpb has shape {tuple(rpb.shape)}; it must be [query heads, 2*kernel_size-1 per axis] = {want}."
         )
     if rpb.dtype != dtype:
         raise ValueError(f"rpb has dtype {np.dtype(rpb.dtype).name}; it must match the inputs ({dtype.name}).")
 
 
 def qk_inputs(query, key, kernel_size, stride, dilation, is_causal, rpb, rank) -> Neighborhood:
+    for name, x in (("query", query), ("key", key), ("rpb", rpb)):
+        if x is not None or name != "rpb":
+            array(name, x)
     spatial_rank("query", query, rank)
     dtype = float_dtype("query", query)
     same_tokens("query", query, "key", key)
@@ -200,12 +231,14 @@ def qk_inputs(query, key, kernel_size, stride, dilation, is_causal, rpb, rank) -
 
 
 def av_inputs(attn, value, kernel_size, stride, dilation, is_causal, rank) -> Neighborhood:
+    array("attn", attn)
+    array("value", value)
     spatial_rank("attn", attn, rank)
     float_dtype("attn", attn)
     same_tokens("attn", attn, "value", value)
     same_dtype("attn", attn, "value", value)
     heads_divide("attn", attn.shape[-2], "value", value.shape[-2])
-    nbhd = neighborhood(attn.shape[1:-2], kernel_size, stride, dilation, is_causal)
+    nbhd = neighborhood(attn.shape[1:-2], kernel_size, stride, dilation, is_causal, "attn")
     if attn.shape[-1] != nbhd.window_size:
         raise ValueError(
             f"attn has {attn.shape[-1]} weights per query; kernel_size={nbhd.kernel_size} needs "

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jax_natten import checks, functional
+from jax_natten import backends, checks, functional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,18 +33,23 @@ class LayerConfig:
     backend: str | None = None
 
     def __post_init__(self):
-        if self.rank not in (1, 2, 3):
+        if not isinstance(self.rank, numbers.Integral) or isinstance(self.rank, (bool, np.bool_)) \
+                or self.rank not in (1, 2, 3):
             raise ValueError(f"rank={self.rank!r}: neighborhood attention layers are 1-D, 2-D or 3-D.")
-        for name in ("embed_dim", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r}: it must be a positive integer.")
+        checks.positive_int("embed_dim", self.embed_dim)
+        checks.positive_int("num_heads", self.num_heads)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={self.embed_dim} must be a multiple of num_heads={self.num_heads}.")
         if self.num_kv_heads is not None:
+            checks.positive_int("num_kv_heads", self.num_kv_heads)
             checks.heads_divide("num_heads", self.num_heads, "num_kv_heads", self.num_kv_heads)
-        if not 0.0 <= self.attn_drop < 1.0:
+        checks.real_number("qk_scale", self.qk_scale, allow_none=True)
+        if not 0.0 <= checks.real_number("attn_drop", self.attn_drop) < 1.0:
             raise ValueError(f"attn_drop={self.attn_drop!r}: it must be in [0, 1).")
+        if not isinstance(self.rel_pos_bias, (bool, np.bool_)):
+            raise ValueError(f"rel_pos_bias={self.rel_pos_bias!r}: it must be a bool.")
+        if self.backend is not None and (not isinstance(self.backend, str) or self.backend not in backends.names()):
+            raise ValueError(f"backend={self.backend!r}: unknown backend; choose one of {backends.names()} or None.")
         self.neighborhood((2 ** 30,) * self.rank)  # every rule but kernel_size * dilation <= length
 
     def neighborhood(self, spatial_shape):

@@ -243,6 +243,11 @@ def av(attn, value, kernel_size, stride=1, dilation=1, is_causal=False):
 # --------------------------------------------------------------------------------------------
 
 
+# SPEC "Numerics": the largest relative error each dtype may have (float64: the reference's own
+# accuracy, far below what any kernel should need).
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3, "bfloat16": 1e-2}
+
+
 def rel_err(x, ref):
     """SPEC's `||x - ref|| / ||ref||` in float64 (NaN if x has a NaN or ref is all zero)."""
     x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
@@ -276,6 +281,7 @@ class Config:
     rpb: bool = False
     scale: float | None = None
     scalar_args: bool = False  # pass per-axis arguments as one plain value (all entries equal)
+    dtype: str = "float32"  # of the arrays that `inputs` are cast to by the sweeps
 
     def __post_init__(self):
         rank = len(self.spatial)
@@ -358,10 +364,11 @@ def dense_attention_jnp(query, key, value, kernel_size, stride=1, dilation=1, is
 
 
 # --------------------------------------------------------------------------------------------
-# Random problems (seeded; drawn at collection time by the sweeps)
+# Random problems (seeded; drawn at collection time by the sweeps, see tests/sweeps.py)
 # --------------------------------------------------------------------------------------------
 
 MAX_TOKENS = 200  # keeps the dense oracle and each compile fast
+DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def random_axis(rng, length):
@@ -373,17 +380,17 @@ def random_axis(rng, length):
     return k, s, d, bool(rng.random() < 0.3)
 
 
-def random_config(rng):
-    """A random legal problem of at most MAX_TOKENS tokens: rank 1 to 3, GQA/MQA, head_dim_v !=
-    head_dim, extra KV, rpb and scale None / explicit / 0.0, each some of the time."""
+def random_config(rng, max_tokens=MAX_TOKENS):
+    """A random legal problem of at most `max_tokens` tokens: rank 1 to 3, GQA/MQA, head_dim_v !=
+    head_dim, extra KV, rpb, scale None / explicit / 0.0 and every dtype, each some of the time."""
     rank = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
-    max_length = {1: MAX_TOKENS, 2: 16, 3: 7}[rank]
+    max_length = {1: max_tokens, 2: 16, 3: 7}[rank]
     while True:
         spatial = tuple(int(rng.integers(2, max_length + 1)) for _ in range(rank))
-        if math.prod(spatial) <= MAX_TOKENS:
+        if math.prod(spatial) <= max_tokens:
             break
     if rank == 1 and rng.random() < 0.7:  # mostly shorter 1-D axes, but keep some long ones
-        spatial = (int(rng.integers(2, 48)),)
+        spatial = (int(rng.integers(2, min(48, max_tokens + 1))),)
     axes = [random_axis(rng, length) for length in spatial]
     heads_kv = int(rng.integers(1, 4))
     heads = heads_kv * int(rng.choice([1, 1, 2, 3]))
@@ -406,10 +413,17 @@ def random_config(rng):
         rpb=bool(rng.random() < 0.3),
         scale=scale,
         scalar_args=bool(rng.random() < 0.3),
+        dtype=str(rng.choice(DTYPES, p=[0.2, 0.2, 0.4, 0.2])),
     )
 
 
-def sweep(count, seed):
-    """`count` random configurations, the same for the same seed."""
+def sweep(count, seed, supports=None, max_tokens=MAX_TOKENS):
+    """`count` random legal configurations (those `supports(config)` accepts), the same for the
+    same seed (`sweeps.configs`)."""
     rng = np.random.default_rng(seed)
-    return [random_config(rng) for _ in range(count)]
+    out = []
+    while len(out) < count:
+        config = random_config(rng, max_tokens)
+        if supports is None or supports(config):
+            out.append(config)
+    return out

@@ -1,8 +1,9 @@
-"""Random sweep of the reference backend against the float64 oracle, in float32: fused
-attention (outputs and LSE) and the unfused PN (qk) and NN (av) operators.
+"""Random sweep of the reference backend against the float64 oracle, in every dtype: fused
+attention (outputs and LSE, and gradients of the first GRAD_COUNT) and the unfused PN (qk) and
+NN (av) operators; with JAX_NATTEN_LONG=1 also the long sweep (tests/sweeps.py).
 
 The configurations are drawn once, at collection time, from a fixed seed; each test id names
-its index and the failure message prints the whole configuration.
+its index and a failure's first line is a command that reproduces it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import numpy as np
 import oracle
 import pytest
 
+import sweeps
+
 import jax_natten
 
 MAX_TOKENS = oracle.MAX_TOKENS
-TOLERANCE = 1e-5  # SPEC: float32 relative error
 
-ATTENTION_CONFIGS = oracle.sweep(520, seed=20240601)
-UNFUSED_CONFIGS = oracle.sweep(160, seed=777)
+ATTENTION_CONFIGS = sweeps.configs(520, seed=20240601)
+GRAD_COUNT = 40  # the first configurations also check every input's gradient
+UNFUSED_CONFIGS = sweeps.configs(160, seed=777)
 
 
 def config_id(index, configs):
@@ -57,6 +60,7 @@ def features(c: oracle.Config):
         "scale explicit": c.scale not in (None, 0.0),
         "batch 2": c.batch == 2,
         "plain-value arguments": c.scalar_args and c.rank > 1,
+        **{dtype: c.dtype == dtype for dtype in oracle.DTYPES},
     }
 
 
@@ -74,73 +78,65 @@ def test_sweep_covers_every_feature(configs, minimum):
     assert len(ATTENTION_CONFIGS) >= 500
 
 
-def _check_finite_close(got, ref, what, config):
-    got = np.asarray(got, np.float64)
-    assert not np.isnan(got).any(), f"{what}: NaN for {config}"
-    err = oracle.rel_err(got, ref)
-    assert err < TOLERANCE, f"{what}: relative error {err:.3e} for {config}"
-
-
 @pytest.mark.parametrize("index", range(len(ATTENTION_CONFIGS)),
                          ids=functools.partial(config_id, configs=ATTENTION_CONFIGS))
 def test_attention_matches_oracle(index):
-    config = ATTENTION_CONFIGS[index]
-    arrays, exact = oracle.cast(config.inputs(seed=index), np.float32)
-    nbhd = config.nbhd_args()
+    sweeps.check_backend("reference", ATTENTION_CONFIGS[index], seed=index, grads=index < GRAD_COUNT)
 
-    def run(query, key, value, **optional):
-        return jax_natten.neighborhood_attention(query, key, value, **nbhd, scale=config.scale,
-                                                 return_lse=True, backend="reference", **optional)
 
-    out, lse = jax.jit(run)(**{name: jnp.asarray(x) for name, x in arrays.items()})
-    ref_out, ref_lse = oracle.attention(**exact, **nbhd, scale=config.scale)
-    assert out.dtype == jnp.float32 and lse.dtype == jnp.float32
-    assert out.shape == ref_out.shape and lse.shape == ref_lse.shape
-    _check_finite_close(out, ref_out, "output", config)
-    _check_finite_close(lse, ref_lse, "LSE", config)
+if sweeps.LONG:
+    LONG_CHUNK = 100
+
+    @pytest.mark.parametrize("chunk", range(-(-sweeps.LONG_COUNT // LONG_CHUNK)))
+    @pytest.mark.parametrize("backend", sweeps.CPU_BACKENDS)
+    def test_long_sweep_matches_oracle(backend, chunk):
+        """JAX_NATTEN_LONG=1: LONG_COUNT small configurations per backend, in chunks of 100
+        (each chunk its own seed, so that one chunk reruns alone)."""
+        count = min(LONG_CHUNK, sweeps.LONG_COUNT - chunk * LONG_CHUNK)
+        configs = sweeps.configs(count, seed=1_000_000 + chunk, supports=sweeps.runs_on(backend),
+                                 max_tokens=sweeps.LONG_MAX_TOKENS)
+        sweeps.check_sweep(backend, configs, first_seed=chunk * LONG_CHUNK)
 
 
 @pytest.mark.parametrize("index", range(len(UNFUSED_CONFIGS)),
                          ids=functools.partial(config_id, configs=UNFUSED_CONFIGS))
 def test_qk_and_av_match_oracle(index):
-    """PN and NN of one configuration, jitted together (one compile): qk with rpb on every other
-    configuration, av on random weights (random in the empty causal slots too: ignored)."""
+    """PN and NN of one configuration in its dtype, jitted together (one compile): qk with rpb
+    on every other configuration, av on random weights (random in the empty causal slots too:
+    ignored)."""
     config = UNFUSED_CONFIGS[index]
     rng = np.random.default_rng(10_000 + index)
     window = math.prod(config.kernel_size)
     tokens = (config.batch, *config.spatial)
-    query = rng.standard_normal((*tokens, config.heads, config.head_dim)).astype(np.float32)
-    key = rng.standard_normal((*tokens, config.heads_kv, config.head_dim)).astype(np.float32)
-    attn = rng.standard_normal((*tokens, config.heads, window)).astype(np.float32)
-    value = rng.standard_normal((*tokens, config.heads_kv, config.head_dim_v)).astype(np.float32)
-    rpb = None
+    arrays = {
+        "query": rng.standard_normal((*tokens, config.heads, config.head_dim)),
+        "key": rng.standard_normal((*tokens, config.heads_kv, config.head_dim)),
+        "attn": rng.standard_normal((*tokens, config.heads, window)),
+        "value": rng.standard_normal((*tokens, config.heads_kv, config.head_dim_v)),
+    }
     if index % 2:
-        rpb = rng.standard_normal((config.heads, *(2 * k - 1 for k in config.kernel_size))).astype(np.float32)
+        arrays["rpb"] = rng.standard_normal((config.heads, *(2 * k - 1 for k in config.kernel_size)))
+    low, exact = oracle.cast(arrays, jnp.dtype(config.dtype))
     nbhd = config.nbhd_args()
     na_qk = getattr(jax_natten, f"na{config.rank}d_qk")
     na_av = getattr(jax_natten, f"na{config.rank}d_av")
 
     @jax.jit
-    def both(query, key, rpb, attn, value):
+    def both(query, key, attn, value, rpb=None):
         return (na_qk(query, key, **nbhd, rpb=rpb, backend="reference"),
                 na_av(attn, value, **nbhd, backend="reference"))
 
-    got_qk, got_av = both(*(None if x is None else jnp.asarray(x) for x in (query, key, rpb, attn, value)))
-    assert got_qk.dtype == got_av.dtype == jnp.float32
+    got_qk, got_av = both(**{name: jnp.asarray(x) for name, x in low.items()})
+    assert got_qk.dtype == got_av.dtype == jnp.dtype(config.dtype), config
+    tolerance = oracle.TOLERANCE[config.dtype]
 
-    f64 = {name: None if x is None else x.astype(np.float64)
-           for name, x in (("query", query), ("key", key), ("rpb", rpb), ("attn", attn), ("value", value))}
-    ref_qk = oracle.qk(f64["query"], f64["key"], **nbhd, rpb=f64["rpb"])
+    ref_qk = oracle.qk(exact["query"], exact["key"], **nbhd, rpb=exact.get("rpb"))
     got_qk = np.asarray(got_qk, np.float64)
     assert got_qk.shape == ref_qk.shape == (*tokens, config.heads, window)
-    assert not np.isnan(got_qk).any(), f"qk: NaN for {config}"
     empty = np.isneginf(ref_qk)
     assert any(config.is_causal) or not empty.any()
     assert np.array_equal(np.isneginf(got_qk), empty), f"qk: -inf slots differ for {config}"
     assert np.isfinite(got_qk[~empty]).all(), f"qk: non-finite logits in valid slots for {config}"
-    err = oracle.rel_err(got_qk[~empty], ref_qk[~empty])
-    assert err < TOLERANCE, f"qk: relative error {err:.3e} for {config}"
-
-    ref_av = oracle.av(f64["attn"], f64["value"], **nbhd)
-    assert got_av.shape == ref_av.shape
-    _check_finite_close(got_av, ref_av, "av output", config)
+    sweeps.assert_close(f"qk of {config}", got_qk[~empty], ref_qk[~empty], tolerance)
+    ref_av = oracle.av(exact["attn"], exact["value"], **nbhd)
+    sweeps.assert_close(f"av of {config}", got_av, ref_av, tolerance)

@@ -103,7 +103,7 @@ BAD_ATTENTION = [
      r"additional_keys has dtype float64, query has float32"),
     ("extra-values-dtype", {"additional_keys": (1, 3, 2, 8), "additional_values": ((1, 3, 2, 6), jnp.float16)},
      r"additional_values has dtype float16, query has float32"),
-    ("rpb-table", {"rpb": (4, 4)}, r"rpb has shape \(4, 4\); it must be \[heads, 2\*kernel_size-1 per axis\] = \(4, 5\)"),
+    ("rpb-table", {"rpb": (4, 4)}, r"rpb has shape \(4, 4\); it must be \[query heads, 2\*kernel_size-1 per axis\] = \(4, 5\)"),
     ("rpb-heads", {"rpb": (2, 5)}, r"rpb has shape \(2, 5\); .* = \(4, 5\)"),
     ("rpb-rank", {"rpb": (4, 5, 5)}, r"rpb has shape \(4, 5, 5\); .* = \(4, 5\)"),
     ("rpb-dtype", {"rpb": ((4, 5), jnp.float64)}, r"rpb has dtype float64; it must match the inputs \(float32\)"),

@@ -123,7 +123,7 @@ def choose(request: Request, backend: str | None = None):
     most preferred one that can."""
     if backend is not None:
         by_name = {b.name: b for b in BACKENDS}
-        if backend not in by_name:
+        if not isinstance(backend, str) or backend not in by_name:
             raise ValueError(f"backend={backend!r}: unknown backend; choose one of {names()} or None.")
         reason = by_name[backend].unsupported(request)
         if reason is not None:

@@ -102,8 +102,7 @@ class UnfusedBackend:
         if additional_keys is not None:
             extra = reference.extra_logits(query, additional_keys, scale).astype(jnp.float32)
             logits = jnp.concatenate([logits, extra.reshape(query.shape[:-1] + extra.shape[-1:])], axis=-1)
-        lse = jax.nn.logsumexp(logits, axis=-1)
-        probs = jnp.exp(logits - lse[..., None])
+        lse, probs = reference.softmax_with_lse(logits)
         window = nbhd.window_size
         out = _nn(self.kernels, nbhd, probs[..., :window], value)
         if additional_values is not None:

@@ -6,6 +6,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from jax_natten import checks
+
 FAMILIES = ("nat", "dinat_s")
 ATTENTION = ("neighborhood", "dense")
 
@@ -49,21 +51,38 @@ class ModelConfig:
     attention: str = "neighborhood"
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
+        if not isinstance(self.family, str) or self.family not in FAMILIES:
             raise ValueError(f"family={self.family!r}: choose one of {FAMILIES}.")
-        if self.attention not in ATTENTION:
+        if not isinstance(self.attention, str) or self.attention not in ATTENTION:
             raise ValueError(f"attention={self.attention!r}: choose one of {ATTENTION}.")
+        for name in ("embed_dim", "image_size", "num_classes", "in_channels"):
+            checks.positive_int(name, getattr(self, name))
+        for name in ("depths", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise ValueError(f"{name}={value!r}: it must be a tuple with one positive integer per level.")
+            for entry in value:
+                checks.positive_int(f"{name}={value!r}: entry", entry)
         if len(self.depths) != len(self.num_heads) or not self.depths:
             raise ValueError(f"depths={self.depths} and num_heads={self.num_heads} need one entry per level.")
+        if checks.positive_int("kernel_size", self.kernel_size) < 2:
+            raise ValueError(f"kernel_size={self.kernel_size!r}: it must be >= 2.")
+        if checks.real_number("mlp_ratio", self.mlp_ratio) <= 0:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio!r}: it must be > 0.")
+        checks.real_number("layer_scale", self.layer_scale, allow_none=True)
         for level, heads in enumerate(self.num_heads):
             if self.width(level) % heads:
-                raise ValueError(f"level {level}: width {self.width(level)} is not a multiple of num_heads={heads}.")
+                raise ValueError(f"embed_dim={self.embed_dim}, num_heads={self.num_heads}: level {level} has width "
+                                 f"{self.width(level)} (embed_dim * 2**level), not a multiple of its {heads} heads.")
         if self.dilations is not None:
-            if len(self.dilations) != len(self.depths) or any(
-                    len(d) != depth for d, depth in zip(self.dilations, self.depths)):
+            if not isinstance(self.dilations, (tuple, list)) or len(self.dilations) != len(self.depths) or any(
+                    not isinstance(d, (tuple, list)) or len(d) != depth for d, depth in zip(self.dilations, self.depths)):
                 raise ValueError(f"dilations={self.dilations}: one tuple per level with one dilation per layer "
                                  f"(depths={self.depths}).")
-        if not 0.0 <= self.drop_path_rate < 1.0:
+            for level in self.dilations:
+                for entry in level:
+                    checks.positive_int(f"dilations={self.dilations!r}: entry", entry)
+        if not 0.0 <= checks.real_number("drop_path_rate", self.drop_path_rate) < 1.0:
             raise ValueError(f"drop_path_rate={self.drop_path_rate!r}: it must be in [0, 1).")
 
     def width(self, level: int) -> int:
