@@ -76,7 +76,9 @@ def test_extension_built_when_required():
 
 # Every backend but the reference is a CUDA one: each is held to the float64 oracle, like the
 # reference in test_reference_sweep.py, on the configurations it accepts.
-CUDA_BACKENDS = [name for name in backends.names() if name != "reference" and not name.endswith("-emulated")]
+# The backends of the CUDA extension (not the pure-JAX ones, not the CPU emulation).
+CUDA_BACKENDS = [name for name in backends.names()
+                 if name not in ("reference", "blocked") and not name.endswith("-emulated")]
 CUDA_CONFIGS = oracle.sweep(24, seed=4242)
 TOLERANCE = {"float32": 1e-5, "bfloat16": 1e-2}  # SPEC "Numerics"
 

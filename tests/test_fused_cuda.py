@@ -15,7 +15,18 @@ import jax_natten
 from jax_natten import backends, fused_plan
 from jax_natten.neighborhood import Neighborhood
 
-CONFIGS = oracle.sweep(300, seed=1212)
+
+
+def fused_supports(config):
+    """What the fused forward runs (explain() cannot say without a GPU): 16-byte rows, so head dims
+    that are multiples of 8; NATTEN's bias only for stride 1, non-causal."""
+    bias_ok = not config.rpb or (set(config.stride) == {1} and not any(config.is_causal))
+    return config.head_dim % 8 == 0 and config.head_dim_v % 8 == 0 and bias_ok
+
+
+# On an H200 (2026-12-01) the unfiltered sweep ran only 54 of 300: 227 had head dims that are not
+# multiples of 8 and 19 a bias with stride or causal; those 54 matched (worst 3.5e-4 in float16).
+CONFIGS = oracle.sweep(300, seed=1212, supports=fused_supports)
 TOLERANCE = {"float16": 2e-3, "bfloat16": 1e-2}  # SPEC "Numerics"
 
 

@@ -12,8 +12,10 @@ import fused_emulation as emu
 import pytest
 
 REASON = emu.unavailable_reason()
-if REASON is not None and os.environ.get("JAX_NATTEN_REQUIRE_EXTENSION") == "1":
-    raise RuntimeError(f"the fused emulation tests must run here (JAX_NATTEN_REQUIRE_EXTENSION=1): {REASON}")
+REQUIRED = "1" in (os.environ.get("JAX_NATTEN_REQUIRE_EXTENSION"), os.environ.get("JAX_NATTEN_REQUIRE_EMULATION"))
+if REASON is not None and REQUIRED:
+    raise RuntimeError(f"the fused emulation tests must run here (JAX_NATTEN_REQUIRE_EXTENSION or "
+                       f"JAX_NATTEN_REQUIRE_EMULATION is 1): {REASON}")
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"fused emulation: {REASON}")
 
 CASES_PER_DTYPE = int(os.environ.get("JAX_NATTEN_FUSED_EMU_CASES", "300"))

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import oracle
-import pytest
 import sweeps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

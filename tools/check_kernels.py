@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import fnmatch
 import json
-import os
 import pathlib
 import re
 import shlex
