@@ -68,6 +68,9 @@ class _FakeExtension:
     def registrations(self):
         return {}
 
+    def fused_head_dim_classes(self):
+        return (32, 64, 128, 256)
+
 
 def _explain_on_gpu(monkeypatch, archs, capability):
     monkeypatch.setattr(cuda, "_cuda", _FakeExtension(archs))
@@ -79,7 +82,7 @@ def _explain_on_gpu(monkeypatch, archs, capability):
 
 def test_explain_notes_jit_compiled_ptx(monkeypatch):
     explanation = _explain_on_gpu(monkeypatch, DEFAULT_ARCHS, (10, 0))
-    assert explanation.chosen == "gemm"
+    assert explanation.chosen == "fused"
     assert len(explanation.notes) == 1
     assert "compute_80 PTX" in explanation.notes[0] and "sm_100" in explanation.notes[0]
     assert "note: the CUDA kernels run from compute_80 PTX" in str(explanation)
@@ -87,14 +90,14 @@ def test_explain_notes_jit_compiled_ptx(monkeypatch):
 
 def test_explain_has_no_note_when_sass_fits(monkeypatch):
     explanation = _explain_on_gpu(monkeypatch, DEFAULT_ARCHS, (9, 0))
-    assert explanation.chosen == "gemm" and explanation.notes == ()
-    assert "note:" not in str(explanation)
+    assert explanation.chosen == "fused" and explanation.notes == ()
+    assert "PTX" not in str(explanation)
 
 
 def test_gpu_without_fitting_code_is_a_reason(monkeypatch):
     explanation = _explain_on_gpu(monkeypatch, "80-real,90a-real", (12, 0))
     assert explanation.chosen == "reference"
-    for name in ("gemm", "naive"):
+    for name in ("fused", "gemm", "naive"):
         assert "no code for this sm_120 GPU" in explanation.reasons[name]
         assert "80-real,90a-real" in explanation.reasons[name]
 
