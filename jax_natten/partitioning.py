@@ -11,11 +11,8 @@ Shardy sharding rule (and the GSPMD callbacks for jax configured without Shardy)
 - spatial axes, head_dim, window slots and bias tables need replication (a neighborhood reads
   across spatial shards; `jax_natten.parallel` splits a spatial axis with halo exchanges).
 
-`UnfusedOperators` wires PN, NN and IN through it; a subclass supplies the per-shard
-implementations (`cuda.unfused.UnfusedKernels`: the FFI calls; `backends.reference.JnpKernels`:
-pure JAX, so that the rules are tested on CPU). A fused operator (q, k, v -> out, lse) plugs into
-`partitioned` the same way: operands `(QUERY_HEADS, KV_HEADS, KV_HEADS)`, results
-`(QUERY_HEADS, QUERY_HEADS)`.
+`jax_natten.primitives` declares each operator's layout (the kind of every operand and result)
+and wires its per-shard implementation through `partitioned`.
 
 `custom_partitioning` has no batching rule; `custom_vmap` moves a vmapped axis in front as one
 more batch axis (the per-shard implementations fold all leading axes into batch).
@@ -32,8 +29,6 @@ from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from jax_natten.neighborhood import Neighborhood
 
 # What an operand or result is; `[*batch, *spatial, heads(, feature)]` for the two head kinds.
 QUERY_HEADS = "query_heads"
@@ -179,33 +174,3 @@ def _partitioned_call(per_shard, layout: Layout, operands):
     operator.def_partition(partition=partition, infer_sharding_from_operands=infer_sharding_from_operands,
                            sharding_rule=rule, need_replication_factors=replicated, **sizes)
     return operator(*operands)
-
-
-class UnfusedOperators:
-    """PN, NN and IN (contracts in `cuda/include/jax_natten/params.h`), partitioned over batch and
-    heads. Subclasses implement `pn_shard`, `nn_shard` and `in_shard` on one shard's arrays."""
-
-    def pn(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
-        """`scale * q.k (+ rpb)` per slot, `[*batch, *spatial, heads, window]` in `out_dtype`;
-        `empty_value` in the empty slots of causal windows."""
-        group = query.shape[-2] // key.shape[-2]
-        if rpb is None:
-            layout = Layout(nbhd.rank, group, (QUERY_HEADS, KV_HEADS), (QUERY_HEADS,))
-            return partitioned(lambda q, k: self.pn_shard(q, k, None, nbhd, scale, empty_value, out_dtype),
-                               layout)(query, key)
-        layout = Layout(nbhd.rank, group, (QUERY_HEADS, KV_HEADS, HEADS_FIRST), (QUERY_HEADS,))
-        return partitioned(lambda q, k, b: self.pn_shard(q, k, b, nbhd, scale, empty_value, out_dtype),
-                           layout)(query, key, rpb)
-
-    def nn(self, weights, value, nbhd: Neighborhood, scale):
-        """`scale * sum_t weights[..., t] * value[neighbor t]`, in value's dtype."""
-        layout = Layout(nbhd.rank, weights.shape[-2] // value.shape[-2], (QUERY_HEADS, KV_HEADS), (QUERY_HEADS,))
-        return partitioned(lambda w, v: self.nn_shard(w, v, nbhd, scale), layout)(weights, value)
-
-    def inverse(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
-        """IN: per key, `scale * sum` over the (query, slot, query head of its group) that read it
-        of `weights * values`, `[*batch, *spatial, heads_kv, dim]` in values' dtype."""
-        group = weights.shape[-2] // heads_kv
-        layout = Layout(nbhd.rank, group, (QUERY_HEADS, QUERY_HEADS), (KV_HEADS,))
-        return partitioned(lambda w, x: self.in_shard(w, x, nbhd, x.shape[-2] // group, scale),
-                           layout)(weights, values)

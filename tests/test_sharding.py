@@ -1,8 +1,8 @@
 """Sharding rules of the unfused operators (jax_natten/partitioning.py) on 8 virtual CPU devices.
 
 The CUDA kernels do not run on CPU, so these tests run the CUDA backends' own custom_vjp
-(`UnfusedBackend`) and sharding wrapper over `JnpKernels`, pure-JAX PN/NN/IN with the kernels'
-contracts. Sharded results and gradients are compared with the same backend on one device and
+(`UnfusedBackend`) and sharding wrapper (`primitives.Operators`) over `JnpShards`
+(tests/jnp_kernels.py), pure-JAX PN/NN/IN with the kernels' contracts. Sharded results and gradients are compared with the same backend on one device and
 with the reference backend; the compiled HLO of batch/head sharding must hold no all-gather.
 """
 
@@ -16,11 +16,12 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jax_natten.backends import reference
-from jax_natten.backends.reference import JnpKernels
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.neighborhood import Neighborhood
+from jax_natten.primitives import Operators
+from jnp_kernels import JnpShards
 
-BACKEND = UnfusedBackend("jnp", JnpKernels())
+BACKEND = UnfusedBackend("jnp", Operators(JnpShards()))
 NBHD = Neighborhood((3, 5), (1, 1), (2, 1), (True, False))
 SCALE = 0.3
 # batch 4, spatial (6, 7), 8 query heads over 4 KV heads (GQA group 2), head_dim 8.

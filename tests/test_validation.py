@@ -293,8 +293,8 @@ def test_explain():
 
 def _float64_request_reasons():
     """{backend name: why it cannot run} for float64 attention on the base problem."""
-    request = backends.Request("attention", backends.default_platform(), "float64", 8, 6,
-                               jax_natten.Neighborhood((3,), (1,), (1,), (False,)))
+    request = backends.make_request("attention", "float64", Q[1:-2], Q[-2], K[-2], Q[-1], V[-1],
+                                    jax_natten.Neighborhood((3,), (1,), (1,), (False,)))
     return {b.name: b.unsupported(request) for b in backends.BACKENDS}
 
 

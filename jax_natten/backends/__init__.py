@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 import jax
 
 from jax_natten.backends import reference
 from jax_natten.backends.unfused import UnfusedBackend
-from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood
+from jax_natten.primitives import FfiShards, Operators
 
 logger = logging.getLogger("jax_natten")
 
@@ -29,11 +30,23 @@ class Request:
     operator: str
     platform: str
     dtype: str
+    spatial_shape: tuple[int, ...]
+    heads: int
+    heads_kv: int
     head_dim: int
     head_dim_v: int
     nbhd: Neighborhood
     has_rpb: bool = False
     has_extra_kv: bool = False
+    # (major, minor) of the device that runs the call, on CUDA; None elsewhere.
+    compute_capability: tuple[int, int] | None = None
+
+
+def make_request(operator, dtype, spatial_shape, heads, heads_kv, head_dim, head_dim_v, nbhd: Neighborhood,
+                 has_rpb=False, has_extra_kv=False) -> Request:
+    """The request of a call on JAX's default device."""
+    return Request(operator, default_platform(), dtype, tuple(spatial_shape), heads, heads_kv, head_dim,
+                   head_dim_v, nbhd, has_rpb, has_extra_kv, default_compute_capability())
 
 
 class ReferenceBackend:
@@ -53,9 +66,9 @@ class ReferenceBackend:
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
 BACKENDS = (
     # 16-byte row loads: head dims must be multiples of 8.
-    UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8),
+    UnfusedBackend("gemm", Operators(FfiShards("gemm")), head_dim_multiple=8),
     ReferenceBackend(),
-    UnfusedBackend("naive", UnfusedKernels("naive")),
+    UnfusedBackend("naive", Operators(FfiShards("naive"))),
 )
 
 
@@ -65,6 +78,15 @@ def names():
 
 def default_platform():
     return jax.default_backend()
+
+
+def default_compute_capability():
+    """`(major, minor)` of JAX's default device if it is a CUDA GPU, else None."""
+    capability = getattr(jax.devices()[0], "compute_capability", None)
+    if capability is None or not re.fullmatch(r"\d+\.\d+", str(capability)):
+        return None
+    major, minor = str(capability).split(".")
+    return int(major), int(minor)
 
 
 def choose(request: Request, backend: str | None = None):

@@ -1,7 +1,7 @@
 """The CUDA extension `jax_natten._cuda`: imported once, its FFI targets registered with XLA.
 
 A CPU-only install has no extension; everything here then reports why CUDA cannot run instead
-of failing at import.
+of failing at import. `register_targets` also takes other platforms' handlers (e.g. "cpu").
 """
 
 from __future__ import annotations
@@ -12,21 +12,29 @@ import jax
 
 TARGET_PREFIX = "jax_natten_"
 
+# {XLA platform: names of the FFI targets registered for it}
+_registered: dict[str, set[str]] = {}
+
+
+def register_targets(registrations: dict, platform: str):
+    """Registers `{name: handler capsule}` as the targets `TARGET_PREFIX + name` on `platform`."""
+    for name, capsule in registrations.items():
+        jax.ffi.register_ffi_target(TARGET_PREFIX + name, capsule, platform=platform)
+        _registered.setdefault(platform, set()).add(TARGET_PREFIX + name)
+
+
 try:
     _cuda = importlib.import_module("jax_natten._cuda")
 except ImportError as error:
     _cuda = None
     _import_error = error
 else:
-    for _name, _capsule in _cuda.registrations().items():
-        jax.ffi.register_ffi_target(TARGET_PREFIX + _name, _capsule, platform="CUDA")
+    register_targets(_cuda.registrations(), "CUDA")
 
 
-def target_names() -> tuple[str, ...]:
-    """The registered FFI targets (empty without the extension)."""
-    if _cuda is None:
-        return ()
-    return tuple(sorted(TARGET_PREFIX + name for name in _cuda.registrations()))
+def target_names(platform: str = "CUDA") -> tuple[str, ...]:
+    """The FFI targets registered for `platform` (for CUDA: empty without the extension)."""
+    return tuple(sorted(_registered.get(platform, ())))
 
 
 def unavailable_reason(platform: str | None = None) -> str | None:

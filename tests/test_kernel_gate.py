@@ -1,0 +1,96 @@
+"""tools/check_kernels.py, the static gate over the compiled kernels, on canned tool output: its
+parsers read what ptxas, cuobjdump and nvdisasm print, and each budget check fires."""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tools"))
+import check_kernels  # noqa: E402
+
+GEMM = "_ZN10jax_natten4gemm9pn_kernelIffEEvNS_13UnfusedParamsEPKT0_S5_S5_PT_"
+NAIVE = "_ZN10jax_natten5naive9nn_kernelIffEEvNS_13UnfusedParamsEPKT_PKT0_PS6_"
+
+PTXAS_LOG = f"""\
+ptxas info    : Compiling entry function '{GEMM}' for 'sm_80'
+ptxas info    : Function properties for {GEMM}
+    0 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 96 registers, used 1 barriers, 8 bytes cumulative stack size
+ptxas info    : Compiling entry function '{NAIVE}' for 'sm_90a'
+ptxas info    : Function properties for {NAIVE}
+    144 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+"""
+
+RES_USAGE = f"""\
+Resource usage:
+ Common:
+  GLOBAL:0
+ Function {GEMM}:
+  REG:96 STACK:0 SHARED:12288 LOCAL:0 CONSTANT[0]:904 TEXTURE:0 SURFACE:0 SAMPLER:0
+ Function {NAIVE}:
+  REG:40 STACK:144 SHARED:0 LOCAL:0 CONSTANT[0]:904 TEXTURE:0 SURFACE:0 SAMPLER:0
+"""
+
+SASS = f"""\
+\t.section\t.text.{GEMM},"ax",@progbits
+        /*0000*/                   LDC R1, c[0x0][0x37c] ;
+        /*0010*/              @!P0 LDSM.16.M88.4 R4, [R2] ;
+        /*0020*/                   HMMA.16816.F32.TF32 R8, R4, R6, R8 ;
+        /*0030*/               @UP0 HMMA.16816.F32.TF32 R8, R4, R6, R8 ;
+        /*0040*/                   EXIT ;
+\t.section\t.text.{NAIVE},"ax",@progbits
+        /*0000*/                   STL [R1], R2 ;
+        /*0010*/                   EXIT ;
+"""
+
+
+def test_parsers_read_the_tools_output():
+    assert check_kernels.ptxas_spills(PTXAS_LOG) == {(GEMM, "sm_80"): 12, (NAIVE, "sm_90a"): 0}
+    records = check_kernels.parse_resources(RES_USAGE, "sm_80")
+    assert {k: (r["registers"], r["stack"], r["shared"]) for k, r in records.items()} == {
+        GEMM: (96, 0, 12288), NAIVE: (40, 144, 0)}
+    check_kernels.count_opcodes(SASS, records)
+    assert records[GEMM]["opcodes"] == {"LDC": 1, "LDSM": 1, "HMMA": 2, "EXIT": 1}
+    assert records[NAIVE]["opcodes"] == {"STL": 1, "EXIT": 1}
+
+
+def _record(registers=96, stack=0, local=0, **opcodes):
+    return {"arch": "sm_80", "registers": registers, "stack": stack, "shared": 0, "local": local,
+            "opcodes": collections.Counter(opcodes)}
+
+
+GEMM_NAME = "void jax_natten::gemm::nn_kernel<float, __half>(jax_natten::UnfusedParams, float const*)"
+NAIVE_NAME = "void jax_natten::naive::nn_kernel<float, float>(jax_natten::UnfusedParams, float const*)"
+PN_F32_NAME = "void jax_natten::gemm::pn_kernel<float, float>(jax_natten::UnfusedParams, float const*)"
+
+
+def test_every_budget_check_fires():
+    def violations(kernel, record, spills=0):
+        return check_kernels.check(kernel, record, spills)[1]
+
+    assert violations(GEMM_NAME, _record(HMMA=4, LDSM=2)) == []
+    assert violations(GEMM_NAME, _record(registers=200, HMMA=4, LDSM=2)) == ["200 registers > 128"]
+    assert violations(GEMM_NAME, _record(HMMA=4, LDSM=2), spills=12) == ["12 spill bytes > 0"]
+    assert violations(GEMM_NAME, _record(stack=16, HMMA=4, LDSM=2)) == ["16 B stack > 0"]
+    assert violations(GEMM_NAME, _record(local=8, HMMA=4, LDSM=2)) == ["8 B local memory"]
+    assert violations(GEMM_NAME, _record(HMMA=4, LDSM=2, LDL=1)) == ["1 local-memory instructions (LDL/STL)"]
+    assert violations(GEMM_NAME, _record(LDS=2)) == ["no HMMA"]
+    # The naive kernels' declared stack frame, and local-memory instructions with it, pass.
+    assert violations(NAIVE_NAME, _record(registers=40, stack=176, STL=3)) == []
+    assert violations(NAIVE_NAME, _record(registers=40, stack=192)) == ["192 B stack > 176"]
+    # A recorded defect is allowed at its recorded size, on its arch only.
+    assert violations(PN_F32_NAME, _record(registers=168, stack=16, HMMA=4, LDSM=2, STL=2), spills=56) == []
+    assert violations(PN_F32_NAME, _record(registers=170, stack=16, HMMA=4, LDSM=2), spills=60) == [
+        "170 registers > 168", "60 spill bytes > 56"]
+    sm90 = dict(_record(registers=168, HMMA=4, LDSM=2), arch="sm_90a")
+    assert violations(PN_F32_NAME, sm90) == ["168 registers > 128"]
+    assert violations("void jax_natten::fused::fwd_kernel<float>()", _record()) == ["no row of BUDGETS covers this kernel"]
+
+
+def test_short_name_drops_the_parameter_list():
+    assert check_kernels.short_name(GEMM_NAME) == "jax_natten::gemm::nn_kernel<float, __half>"
+    assert check_kernels.short_name("f<(anonymous namespace)::T>(int)") == "f<(anonymous namespace)::T>"
+    assert (check_kernels.short_name("jax_natten::(anonymous namespace)::window_bounds_kernel(jax_natten::AxisParams, int4*)")
+            == "jax_natten::(anonymous namespace)::window_bounds_kernel")
