@@ -94,3 +94,15 @@ def test_short_name_drops_the_parameter_list():
     assert check_kernels.short_name("f<(anonymous namespace)::T>(int)") == "f<(anonymous namespace)::T>"
     assert (check_kernels.short_name("jax_natten::(anonymous namespace)::window_bounds_kernel(jax_natten::AxisParams, int4*)")
             == "jax_natten::(anonymous namespace)::window_bounds_kernel")
+
+
+def test_compare_lists_what_changed():
+    def row(kernel, registers, **opcodes):
+        return {"kernel": kernel, "arch": "sm_80", "registers": registers, "stack": 0, "shared": 0,
+                "instructions": sum(opcodes.values()), "opcodes": opcodes}
+
+    old = [row("a", 96, HMMA=16, LDS=80), row("b", 40, LDG=2)]
+    new = [row("a", 100, HMMA=16, LDS=82), row("c", 40, LDG=2)]
+    assert check_kernels.compare(old, new).splitlines() == [
+        "a sm_80: registers 96 -> 100, instructions 96 -> 98, LDS 80 -> 82", "b sm_80: removed", "c sm_80: added"]
+    assert check_kernels.compare(old, old) == "no differences"

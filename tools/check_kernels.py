@@ -311,12 +311,12 @@ def main(argv=None):
     print(table, end="")
     if args.markdown:
         args.markdown.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps({"source": source, "kernels": rows}, indent=1) + "\n")
-    if args.compare:
+    if args.compare:  # read before --json may overwrite the same file
         old = json.loads(args.compare.read_text())
         print(f"compared with {args.compare} ({old['source']}):")
         print(compare(old["kernels"], rows))
+    if args.json:
+        args.json.write_text(json.dumps({"source": source, "kernels": rows}, indent=1) + "\n")
     failed = [r for r in rows if r["violations"]]
     print(f"{len(rows)} kernels x archs, {len(failed)} failing")
     return 1 if failed else 0
