@@ -2,7 +2,7 @@
 # On the lent GPU machine: build and install jax_natten from source, run the GPU tests and the
 # benchmarks, and leave logs and results under $OUT. Stages run in the order given:
 #   JAX_NATTEN_COMMIT=<sha> bash benchmarks/device.sh build test sanitize bench sweep train models
-# (fused forward: stages fused_test fused_sanitize fused_bench fused_sweep)
+# (fused forward: stages fused_test fused_sanitize fused_bench fused_sweep profile)
 # (JAX_NATTEN_COMMIT goes into the result records; JAX_NATTEN_TEST_FILTER is pytest's -k.)
 # The wheels the device lacks travel in .device/ (carry ".device"): CUTLASS, and scikit-learn
 # for the training run:
@@ -122,6 +122,23 @@ fused_sweep() {
   for baseline in naive gemm; do
     (cd /tmp && python3 -m jax_natten sweep --backends fused,$baseline --dtypes float16,bfloat16 --passes fwd \
       --reps 5 --warmup 1 --json "$out/$date-$device-fused-over-$baseline.json") 2>&1 | tail -8
+  done
+}
+
+# Nsight Compute over one launch of the fused forward per problem (full section set; clocks left
+# alone as METHOD.md asks). Reports and their text pages under $OUT.
+profile() {
+  local problem
+  for problem in ${JAX_NATTEN_PROFILE_PROBLEMS:-2d-large 2d-nat}; do
+    (cd /tmp && timeout ${PROFILE_TIMEOUT:-240} ncu --clock-control none --target-processes all \
+      --kernel-name "regex:${JAX_NATTEN_PROFILE_KERNEL:-forward_kernel}" --launch-skip 1 --launch-count 1 --set full \
+      -o "$out/profile-$problem" python3 -m jax_natten bench --problem "$problem" \
+      --backends "${JAX_NATTEN_PROFILE_BACKEND:-fused}" --passes fwd --reps 1 --warmup 1 --no-check \
+      >"$out/profile-$problem.log" 2>&1
+     echo "ncu $problem: exit $?" | tee -a "$out/summary.txt"
+     ncu --import "$out/profile-$problem.ncu-rep" --page details >"$out/profile-$problem.txt" 2>&1
+     grep -E "Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput|Shared Memory|Bank" \
+       "$out/profile-$problem.txt" | head -20)
   done
 }
 
