@@ -48,7 +48,7 @@ sanitize_variant() {  # VARIANT TOOL LOG
   esac
   (cd /tmp && env $env_vars JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 \
     timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool $2 --error-exitcode 9 \
-    python3 -m pytest -q -x -p no:cacheprovider $flags $SANITIZE_TESTS -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_reference}" \
+    python3 -m pytest -q -x -p no:cacheprovider $flags $SANITIZE_TESTS -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_oracle}" \
     >"$3" 2>&1; echo "compute-sanitizer $2 ($1) over the GPU tests: exit $?" | tee -a "$out/summary.txt")
 }
 sanitize() {

@@ -9,6 +9,13 @@ import os
 import jax
 import pytest
 
+# XLA's CPU backend compiles with LLVM at optimization level 0 in the tests: they check numbers,
+# not speed, and most of their time is compilation (a sweep configuration's programs compile in
+# about 60 % of the default level's time). Tests that time something run a subprocess with the
+# flags as they were (USER_XLA_FLAGS). Read when the CPU backend starts, which is after this.
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS} --xla_backend_optimization_level=0".strip()
+
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_num_cpu_devices", 8)
 

@@ -10,6 +10,7 @@ Layout as in SPEC: `[batch, *spatial, heads, head_dim]`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -130,29 +131,31 @@ def dense_bias(rpb, spatial, kernel_size, dilation=1):
     return np.asarray(rpb, np.float64)[(slice(None), *dense_bias_index(spatial, kernel_size, dilation))]
 
 
+@functools.lru_cache(maxsize=64)
 def slot_tables(spatial, kernel_size, stride=1, dilation=1, is_causal=False):
     """`[tokens, w]` tables over row-major slots (w = prod(kernel_size)): flat key index, valid,
-    and per-axis rpb offset indices (a list of `[tokens, w]`)."""
+    and per-axis rpb offset indices (a list of `[tokens, w]`). Cached (the sweeps ask for the
+    same tables several times per configuration): callers must not write into them."""
     rank = len(spatial)
     tables = [axis_slots(L, k, s, d, c) for L, k, s, d, c in zip(
         spatial, per_axis(kernel_size, rank), per_axis(stride, rank),
         per_axis(dilation, rank), per_axis(is_causal, rank))]
     kernel = [t[0].shape[1] for t in tables]
-    tokens = math.prod(spatial)
-    w = math.prod(kernel)
-    key = np.zeros((tokens, w), dtype=np.int64)
-    valid = np.zeros((tokens, w), dtype=bool)
-    rpb_index = [np.zeros((tokens, w), dtype=np.int64) for _ in range(rank)]
-    for x, query in enumerate(itertools.product(*(range(L) for L in spatial))):
-        for t, offsets in enumerate(itertools.product(*(range(k) for k in kernel))):
-            ok = all(tables[a][1][query[a], offsets[a]] for a in range(rank))
-            if not ok:
-                continue
-            valid[x, t] = True
-            key[x, t] = np.ravel_multi_index(
-                tuple(tables[a][0][query[a], offsets[a]] for a in range(rank)), spatial)
-            for a in range(rank):
-                rpb_index[a][x, t] = tables[a][2][query[a], offsets[a]]
+    # Broadcast each axis's [L_a, k_a] tables over [L_1..L_r, k_1..k_r]; row-major flattening of
+    # the query axes and of the offset axes gives the token and slot orders.
+    full = (*spatial, *kernel)
+    key, valid, per_axis_rpb = np.zeros((), np.int64), np.ones((), bool), []
+    for a in range(rank):
+        shape = [1] * (2 * rank)
+        shape[a], shape[rank + a] = spatial[a], kernel[a]
+        keys_a, valid_a, rpb_a = (np.asarray(table).reshape(shape) for table in tables[a])
+        key = key * spatial[a] + keys_a
+        valid = valid & valid_a
+        per_axis_rpb.append(rpb_a)
+    tokens, w = math.prod(spatial), math.prod(kernel)
+    valid = np.broadcast_to(valid, full).reshape(tokens, w)
+    key = np.where(valid, np.broadcast_to(key, full).reshape(tokens, w), 0)
+    rpb_index = [np.where(valid, np.broadcast_to(r, full).reshape(tokens, w), 0) for r in per_axis_rpb]
     return key, valid, rpb_index
 
 
@@ -175,36 +178,43 @@ def kv_head(heads, heads_kv):
     return np.arange(heads) // (heads // heads_kv)
 
 
+def _masked_scores(query, key, value, kernel_size, stride, dilation, is_causal, scale, additional_keys,
+                   additional_values, rpb):
+    """The pieces of dense masked attention in float64: (scores `[batch, heads, tokens, tokens +
+    extra]` with -inf outside the neighborhoods, queries `[batch, tokens, heads, d]`, keys and values
+    per query head `[batch, tokens + extra, heads, d]`, scale)."""
+    q, k, v = _f64(query), _f64(key), _f64(value)
+    spatial = q.shape[1:-2]
+    heads, head_dim = q.shape[-2:]
+    if scale is None:
+        scale = head_dim ** -0.5
+    hk = kv_head(heads, k.shape[-2])
+    qt, keys, values = _tokens(q), _tokens(k)[:, :, hk], _tokens(v)[:, :, hk]  # kv heads -> query heads
+    if additional_keys is not None:
+        keys = np.concatenate([keys, _f64(additional_keys)[:, :, hk]], axis=1)
+        values = np.concatenate([values, _f64(additional_values)[:, :, hk]], axis=1)
+    tokens = math.prod(spatial)
+    scores = scale * np.einsum("bihd,bjhd->bhij", qt, keys)
+    if rpb is not None:
+        scores[..., :tokens] += dense_bias(rpb, spatial, kernel_size, dilation)[None]
+    mask = dense_mask(spatial, kernel_size, stride, dilation, is_causal)
+    scores[..., :tokens] = np.where(mask[None, None], scores[..., :tokens], -np.inf)
+    return scores, qt, keys, values, scale
+
+
 def attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
               additional_keys=None, additional_values=None, rpb=None):
     """Dense masked attention in float64. Returns (out `[batch, *spatial, heads, head_dim_v]`,
     lse `[batch, *spatial, heads]`)."""
-    q, k, v = _f64(query), _f64(key), _f64(value)
-    ak, av = _f64(additional_keys), _f64(additional_values)
-    spatial = q.shape[1:-2]
-    heads, head_dim = q.shape[-2:]
-    heads_kv = k.shape[-2]
-    if scale is None:
-        scale = head_dim ** -0.5
-    mask = dense_mask(spatial, kernel_size, stride, dilation, is_causal)
-    hk = kv_head(heads, heads_kv)
-
-    qt, kt, vt = _tokens(q), _tokens(k)[:, :, hk], _tokens(v)[:, :, hk]  # kv heads -> query heads
-    scores = scale * np.einsum("bihd,bjhd->bhij", qt, kt)
-    if rpb is not None:
-        scores = scores + dense_bias(rpb, spatial, kernel_size, dilation)[None]
-    scores = np.where(mask[None, None], scores, -np.inf)
-    values = vt
-    if ak is not None:
-        extra = scale * np.einsum("bihd,bnhd->bhin", qt, ak[:, :, hk])
-        scores = np.concatenate([scores, extra], axis=-1)
-        values = np.concatenate([vt, av[:, :, hk]], axis=1)
+    scores, _, _, values, _ = _masked_scores(query, key, value, kernel_size, stride, dilation, is_causal, scale,
+                                             additional_keys, additional_values, rpb)
+    shape = np.shape(query)[:-1]
     top = scores.max(axis=-1, keepdims=True)
     lse = np.log(np.exp(scores - top).sum(axis=-1)) + top[..., 0]  # [b, h, i]
     probs = np.exp(scores - lse[..., None])
     out = np.einsum("bhij,bjhd->bihd", probs, values)
-    out = out.reshape(*q.shape[:-1], values.shape[-1])
-    lse = np.moveaxis(lse, 1, -1).reshape(q.shape[:-1])
+    out = out.reshape(*shape, values.shape[-1])
+    lse = np.moveaxis(lse, 1, -1).reshape(shape)
     return out, lse
 
 
@@ -236,6 +246,78 @@ def av(attn, value, kernel_size, stride=1, dilation=1, is_causal=False):
     vt = _tokens(v)[:, :, kv_head(heads, heads_kv)]
     out = np.einsum("bxht,bxthd->bxhd", at, vt[:, nbr])
     return out.reshape(*a.shape[:-1], v.shape[-1])
+
+
+def _scatter_kv_heads(per_query_head, heads, heads_kv):
+    """`[..., heads, d]` -> `[..., heads_kv, d]`: sums each group of query heads into its KV head."""
+    return per_query_head.reshape(*per_query_head.shape[:-2], heads_kv, heads // heads_kv, -1).sum(-2)
+
+
+def qk_vjp(query, key, cotangent, kernel_size, stride=1, dilation=1, is_causal=False, rpb=None):
+    """Gradients of `qk` for the cotangent `[batch, *spatial, heads, prod(k)]`: (dq, dk, drpb or
+    None). Empty slots are constants (-inf) and take no gradient."""
+    q, k = _f64(query), _f64(key)
+    spatial = q.shape[1:-2]
+    heads, heads_kv = q.shape[-2], k.shape[-2]
+    nbr, valid, rpb_index = slot_tables(spatial, kernel_size, stride, dilation, is_causal)
+    g = np.where(valid[None, :, None, :], _tokens(_f64(cotangent)), 0.0)  # [b, x, h, t]
+    qt = _tokens(q)
+    kt = _tokens(k)[:, :, kv_head(heads, heads_kv)]
+    dq = np.einsum("bxht,bxthd->bxhd", g, kt[:, nbr])
+    dk_per_head = np.zeros_like(kt)
+    np.add.at(dk_per_head, (slice(None), nbr), np.einsum("bxht,bxhd->bxthd", g, qt))
+    dk = _scatter_kv_heads(dk_per_head, heads, heads_kv)
+    drpb = None
+    if rpb is not None:
+        drpb = np.zeros_like(_f64(rpb))
+        np.add.at(drpb, (slice(None), *rpb_index), np.moveaxis(g.sum(0), 1, 0))
+    return dq.reshape(q.shape), dk.reshape(k.shape), drpb
+
+
+def av_vjp(attn, value, cotangent, kernel_size, stride=1, dilation=1, is_causal=False):
+    """Gradients of `av` for the cotangent `[batch, *spatial, heads, head_dim_v]`: (dattn, dv);
+    dattn is 0 in empty slots."""
+    a, v = _f64(attn), _f64(value)
+    spatial = a.shape[1:-2]
+    heads, heads_kv = a.shape[-2], v.shape[-2]
+    nbr, valid, _ = slot_tables(spatial, kernel_size, stride, dilation, is_causal)
+    at = np.where(valid[None, :, None, :], _tokens(a), 0.0)
+    vt = _tokens(v)[:, :, kv_head(heads, heads_kv)]
+    g = _tokens(_f64(cotangent))
+    dattn = np.where(valid[None, :, None, :], np.einsum("bxhd,bxthd->bxht", g, vt[:, nbr]), 0.0)
+    dv_per_head = np.zeros_like(vt)
+    np.add.at(dv_per_head, (slice(None), nbr), np.einsum("bxht,bxhd->bxthd", at, g))
+    return dattn.reshape(a.shape), _scatter_kv_heads(dv_per_head, heads, heads_kv).reshape(v.shape)
+
+
+def attention_vjp(query, key, value, d_out, d_lse, kernel_size, stride=1, dilation=1, is_causal=False,
+                  scale=None, additional_keys=None, additional_values=None, rpb=None):
+    """Gradients of `attention` (out, lse) for the cotangents d_out and d_lse: (dq, dk, dv, drpb,
+    d_additional_keys, d_additional_values), None for absent inputs. With S the masked scores and
+    P = exp(S - lse): dS = P * (dO.V - rowsum(P * dO.V)) + P * dlse."""
+    scores, qt, keys, values, scale = _masked_scores(query, key, value, kernel_size, stride, dilation, is_causal,
+                                                     scale, additional_keys, additional_values, rpb)
+    q_shape, k_shape, v_shape = np.shape(query), np.shape(key), np.shape(value)
+    spatial = q_shape[1:-2]
+    heads, heads_kv, tokens = q_shape[-2], k_shape[-2], math.prod(spatial)
+    probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    d_o = np.moveaxis(_tokens(_f64(d_out)), 2, 1)  # [b, h, i, dv]
+    d_probs = np.einsum("bhid,bjhd->bhij", d_o, values)
+    d_scores = probs * (d_probs - (probs * d_probs).sum(-1, keepdims=True))
+    d_scores += probs * np.moveaxis(_f64(d_lse).reshape(q_shape[0], tokens, heads), 2, 1)[..., None]
+    dq = scale * np.einsum("bhij,bjhd->bihd", d_scores, keys)
+    d_keys = _scatter_kv_heads(scale * np.einsum("bhij,bihd->bjhd", d_scores, qt), heads, heads_kv)
+    d_values = _scatter_kv_heads(np.einsum("bhij,bhid->bjhd", probs, d_o), heads, heads_kv)
+    drpb = None
+    if rpb is not None:
+        drpb = np.zeros_like(_f64(rpb))
+        np.add.at(drpb, (slice(None), *dense_bias_index(spatial, kernel_size, dilation)), d_scores[..., :tokens].sum(0))
+    d_extra_k = d_extra_v = None
+    if additional_keys is not None:
+        d_extra_k, d_extra_v = d_keys[:, tokens:], d_values[:, tokens:]
+    return (dq.reshape(q_shape), d_keys[:, :tokens].reshape(k_shape), d_values[:, :tokens].reshape(v_shape),
+            drpb, d_extra_k, d_extra_v)
 
 
 # --------------------------------------------------------------------------------------------

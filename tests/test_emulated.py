@@ -1,14 +1,16 @@
 """The CUDA kernels' own source on the CPU: the backends `naive-emulated` and `gemm-emulated` run
 the naive and GEMM-based PN/NN/IN kernels through the host emulation (jax_natten._emulation,
 built with JAX_NATTEN_EMULATION=ON), behind the unchanged custom_vjp, vmap and sharding wrapper
-of the CUDA backends. Held against the reference backend in float64 with SPEC's tolerances on
-random sweeps of every parameter class (test_unfused_cuda.py's configurations: ranks 1-3, odd
-sizes, even and odd kernels, stride, dilation not dividing the length, per-axis causal, GQA,
-head_dim_v != head_dim, RPB, additional tokens), each checking qk, av and attention, forward and
-backward; the handlers poison every output with NaN before the kernels run.
+of the CUDA backends. Held against the float64 oracle (tests/oracle.py, itself held against the
+reference backend) with SPEC's tolerances on random sweeps of every parameter class
+(test_unfused_cuda.py's configurations: ranks 1-3, odd sizes, even and odd kernels, stride,
+dilation not dividing the length, per-axis causal, GQA, head_dim_v != head_dim, RPB, additional
+tokens); the handlers poison every output with NaN before the kernels run.
 
-`JAX_NATTEN_EMULATION_SWEEP` sets the configurations per (backend, dtype) (default 6, for CI;
-200 for the full sweep). Without the extension the tests skip, unless
+Per backend and dtype, SWEEP configurations (default 200, `JAX_NATTEN_EMULATION_SWEEP`) check
+qk and av forward and backward, which run every kernel (PN, NN, IN) forward and backward; every
+ATTENTION_EVERY-th of them also checks attention with its gradients (the additional-token path,
+whose programs take five times as long to compile). Without the extension the tests skip, unless
 JAX_NATTEN_REQUIRE_EMULATION=1 (CI), which makes them fail instead.
 """
 
@@ -30,7 +32,9 @@ from jax_natten import backends
 from test_unfused_cuda import TOLERANCE, check_config, random_config, relative_error
 
 EMULATED = ("naive-emulated", "gemm-emulated")
-SWEEP = int(os.environ.get("JAX_NATTEN_EMULATION_SWEEP", "6"))
+SWEEP = int(os.environ.get("JAX_NATTEN_EMULATION_SWEEP", "200"))
+ATTENTION_EVERY = 5
+CHUNKS = 8  # tests per backend and dtype, so that pytest-xdist spreads the sweep
 
 
 @pytest.fixture(autouse=True)
@@ -52,12 +56,14 @@ def test_targets_registered_for_cpu():
 
 @pytest.mark.parametrize("backend", EMULATED)
 @pytest.mark.parametrize("dtype", sorted(TOLERANCE))
-def test_emulated_matches_reference(backend, dtype):
-    rng = np.random.default_rng([len(backend), len(dtype), 10])
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_emulated_matches_oracle(backend, dtype, chunk):
+    rng = np.random.default_rng([EMULATED.index(backend), sorted(TOLERANCE).index(dtype), chunk])
+    indices = range(chunk, SWEEP, CHUNKS)
     start = time.perf_counter()
-    for _ in range(SWEEP):
-        check_config(backend, rng, random_config(rng), dtype)
-    print(f"{backend} {dtype}: {SWEEP} configurations in {time.perf_counter() - start:.1f} s")
+    for index in indices:
+        check_config(backend, rng, random_config(rng), dtype, attention=index % ATTENTION_EVERY == 0)
+    print(f"{backend} {dtype} chunk {chunk}: {len(indices)} configurations in {time.perf_counter() - start:.1f} s")
 
 
 @pytest.mark.parametrize("backend", EMULATED)

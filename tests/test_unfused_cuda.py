@@ -1,4 +1,4 @@
-"""GPU: the unfused CUDA backends against the reference backend, forward and backward, in the
+"""GPU: the unfused CUDA backends against the float64 oracle, forward and backward, in the
 three CUDA dtypes, over random sweeps of every parameter class (odd sizes, even and odd kernels,
 stride, dilation not dividing the length, per-axis causal, GQA, head_dim_v != head_dim, RPB,
 additional tokens). Before each configuration a large NaN buffer is written and freed so that
@@ -7,7 +7,7 @@ shows up as NaN.
 
 `JAX_NATTEN_GPU_SWEEP` sets the configurations per test (default 25) and `JAX_NATTEN_GPU_CHUNKS`
 the tests per dtype and backend (default 8): 200 configurations per dtype, each checking qk, av
-and attention, forward and backward. The reference runs in float64 on the CPU.
+and attention, forward and backward. The oracle (tests/oracle.py, NumPy) runs on the host.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracle
 import pytest
 
 import jax_natten as jn
@@ -90,11 +91,13 @@ def make_inputs(rng, c, dtype):
     }
 
 
-def all_results(x, c, backend):
-    """qk, av and attention with their gradients, in one function so that each configuration
-    compiles once per backend."""
-    rank = len(c["spatial"])
-    nbhd = dict(kernel_size=c["kernel_size"], stride=c["stride"], dilation=c["dilation"], is_causal=c["is_causal"])
+def _nbhd(c):
+    return dict(kernel_size=c["kernel_size"], stride=c["stride"], dilation=c["dilation"], is_causal=c["is_causal"])
+
+
+def operator_results(x, c, backend):
+    """qk (PN) and av (NN) with their gradients (PN, NN and IN kernels)."""
+    rank, nbhd = len(c["spatial"]), _nbhd(c)
     na_qk, na_av = getattr(jn, f"na{rank}d_qk"), getattr(jn, f"na{rank}d_av")
     results = {}
     logits, vjp = jax.vjp(lambda q, k, r: na_qk(q, k, rpb=r, backend=backend, **nbhd), x["q"], x["k"], x["rpb"])
@@ -103,11 +106,18 @@ def all_results(x, c, backend):
     out, vjp = jax.vjp(lambda a, v: na_av(a, v, backend=backend, **nbhd), x["attn"], x["v"])
     results["av"] = out
     results["av dattn"], results["av dv"] = vjp(x["d_av"])
+    return results
+
+
+def attention_results(x, c, backend):
+    """Attention with rpb, additional tokens and the LSE, with every gradient."""
+    nbhd = _nbhd(c)
 
     def attention(q, k, v, rpb, ek, ev):
         return jn.neighborhood_attention(q, k, v, rpb=rpb, additional_keys=ek, additional_values=ev,
                                          return_lse=True, backend=backend, **nbhd)
 
+    results = {}
     (out, lse), vjp = jax.vjp(attention, x["q"], x["k"], x["v"], x["rpb"], x["ek"], x["ev"])
     results["attention"], results["attention lse"] = out, lse
     grads = vjp((x["d_out"], x["d_lse"].astype(lse.dtype)))
@@ -116,19 +126,47 @@ def all_results(x, c, backend):
     return results
 
 
-def check_config(backend, rng, c, dtype):
-    """The backend on the GPU against the reference in float64 on the CPU (fast to compile)."""
+def all_results(x, c, backend, attention=True):
+    """qk, av and (with `attention`) attention with their gradients, in one function so that each
+    configuration compiles once per backend."""
+    return {**operator_results(x, c, backend), **(attention_results(x, c, backend) if attention else {})}
+
+
+def oracle_results(x, c, attention=True):
+    """What `all_results` must return, from the NumPy float64 oracle (tests/oracle.py; held
+    against the reference backend by test_reference_sweep.py and test_oracle_gradients.py): no
+    XLA compilation, so the sweeps' cost is the backend's own."""
+    nbhd = _nbhd(c)
+    x = {k: None if v is None else np.asarray(v, np.float64) for k, v in x.items()}
+    results = {"qk": oracle.qk(x["q"], x["k"], rpb=x["rpb"], **nbhd)}
+    results["qk dq"], results["qk dk"], results["qk drpb"] = oracle.qk_vjp(x["q"], x["k"], x["d_logits"], rpb=x["rpb"], **nbhd)
+    results["av"] = oracle.av(x["attn"], x["v"], **nbhd)
+    results["av dattn"], results["av dv"] = oracle.av_vjp(x["attn"], x["v"], x["d_av"], **nbhd)
+    if not attention:
+        return results
+    extra = dict(additional_keys=x["ek"], additional_values=x["ev"], rpb=x["rpb"])
+    results["attention"], results["attention lse"] = oracle.attention(x["q"], x["k"], x["v"], **nbhd, **extra)
+    grads = oracle.attention_vjp(x["q"], x["k"], x["v"], x["d_out"], x["d_lse"], **nbhd, **extra)
+    for name, g in zip(("dq", "dk", "dv", "drpb", "dek", "dev"), grads):
+        results[f"attention {name}"] = g
+    return results
+
+
+def check_config(backend, rng, c, dtype, attention=True):
+    """The backend (on the default device) against the float64 oracle: the operators, and with
+    `attention` the attention path too."""
     x = make_inputs(rng, c, dtype)
     poison_allocator()
-    got = jax.jit(all_results, static_argnums=(1, 2))(jax.device_put(x, jax.devices()[0]), _frozen(c), backend)
-    x64 = {k: None if v is None else v.astype(np.float64) for k, v in x.items()}
-    with jax.default_device(jax.devices("cpu")[0]):
-        want = jax.jit(all_results, static_argnums=(1, 2))(x64, _frozen(c), "reference")
-    assert got["attention"].dtype == jnp.dtype(dtype) and got["attention lse"].dtype == jnp.float32
-    finite = np.isfinite(np.asarray(want["qk"]))
+    got = jax.jit(all_results, static_argnums=(1, 2, 3))(jax.device_put(x, jax.devices()[0]), _frozen(c), backend, attention)
+    want = oracle_results(x, c, attention)
+    assert got["qk"].dtype == jnp.dtype(dtype) and got["av"].dtype == jnp.dtype(dtype)
+    if attention:
+        assert got["attention"].dtype == jnp.dtype(dtype) and got["attention lse"].dtype == jnp.float32
+    finite = np.isfinite(want["qk"])
     assert (np.isfinite(np.asarray(got["qk"], np.float64)) == finite).all(), f"qk: empty slots differ for {c}"
     for name in want:
         if want[name] is None:
+            assert got[name] is None, f"{name}: expected no result for {c}"
             continue
         if name == "qk":
             assert_close(name, np.where(finite, np.asarray(got[name], np.float64), 0), np.where(finite, want[name], 0), dtype, c)
@@ -147,7 +185,7 @@ class _frozen(dict):
 @pytest.mark.parametrize("backend", UNFUSED_BACKENDS)
 @pytest.mark.parametrize("dtype", sorted(TOLERANCE))
 @pytest.mark.parametrize("chunk", range(CHUNKS))
-def test_unfused_matches_reference(gpu, backend, dtype, chunk):
+def test_unfused_matches_oracle(gpu, backend, dtype, chunk):
     rng = np.random.default_rng([chunk, len(dtype)])
     for _ in range(PER_TEST):
         check_config(backend, rng, random_config(rng), dtype)
