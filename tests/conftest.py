@@ -46,6 +46,19 @@ def gpu():
     require_gpu()
 
 
+def require_emulation():
+    """Skip the calling test without the host emulation of the CUDA kernels
+    (jax_natten._emulation); fail instead when `JAX_NATTEN_REQUIRE_EMULATION=1` (CI builds it)."""
+    import jax_natten.cuda
+
+    reason = jax_natten.cuda.emulation_unavailable_reason("cpu")
+    if reason is None:
+        return
+    if os.environ.get("JAX_NATTEN_REQUIRE_EMULATION") == "1":
+        pytest.fail(f"JAX_NATTEN_REQUIRE_EMULATION=1 but the emulated kernels cannot run: {reason}")
+    pytest.skip(reason)
+
+
 def import_natten():
     """NATTEN and torch (for comparisons with NATTEN's own modules): skips the calling test when
     they do not import; fails instead when `JAX_NATTEN_REQUIRE_NATTEN=1` (the CI installs them,

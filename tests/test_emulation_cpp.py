@@ -3,7 +3,9 @@ execution contexts (exec_test.cc) and the GEMM kernels against the naive ones (k
 plain, under ThreadSanitizer (thread backend), AddressSanitizer + UBSan (thread backend) and the
 smem race shadow (fiber backend), and the mutants that must be caught: a dropped barrier (TSan,
 the shadow), a wrong MMA fragment layout and a dropped cross-lane reduction (wrong results), a
-missing cp.async wait (poisoned shared memory).
+missing cp.async wait (poisoned shared memory); and the FFI layer's fuzz harness (ffi_fuzz_test.cc:
+the host handlers called with random malformed operands and attributes under ASan + UBSan, for
+JAX_NATTEN_FFI_FUZZ_SECONDS, default 30).
 
 Needs g++, the CUDA headers (cuda_fp16.h; found next to nvcc or under CUDA_HOME) and the CUTLASS
 headers of the nvidia-cutlass wheel. Without them the tests skip, unless
@@ -52,8 +54,10 @@ def _flags():
     except ImportError:
         return None, "the nvidia-cutlass wheel is not installed"
     cutlass = pathlib.Path(cutlass_library.__file__).parent / "source" / "include"
+    import jax.ffi
+
     return ["g++", "-std=c++17", "-Wall", "-Wno-unknown-pragmas", "-Werror", "-pthread", f"-I{ROOT / 'cuda' / 'include'}",
-            f"-isystem{cutlass}", f"-isystem{cuda}", f"-isystem{cuda / 'cccl'}"], None
+            f"-isystem{cutlass}", f"-isystem{cuda}", f"-isystem{cuda / 'cccl'}", f"-isystem{jax.ffi.include_dir()}"], None
 
 
 FLAGS, WHY_NOT = _flags()
@@ -157,3 +161,18 @@ def test_dropped_barrier_is_reported_by_thread_sanitizer(build):
 def test_wrong_fragment_layout_gives_wrong_results(build):
     result = run(build("kernels_test", "plain"), "wrong-layout")
     assert result.returncode == 1 and "wrong-layout: rel err" in result.stdout, result.stdout + result.stderr
+
+
+FUZZ_SECONDS = os.environ.get("JAX_NATTEN_FFI_FUZZ_SECONDS", "30")
+
+
+def test_ffi_layer_fuzzed_under_address_sanitizer(build):
+    result = run(build("ffi_fuzz_test", "asan"), FUZZ_SECONDS, "20261202", env={"JAX_NATTEN_EMULATION_LANES": "threads"})
+    assert result.returncode == 0 and "all passed" in result.stdout, result.stdout + result.stderr[-4000:]
+    counts = dict(line.rsplit(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    for op in ("pn", "nn", "in"):
+        for variant in ("naive", "gemm"):
+            # Both outcomes reached for every handler: kernels ran on valid calls, bad ones were refused.
+            assert int(counts.get(f"{op}_{variant} ran", 0)) > 0, result.stdout
+            assert int(counts.get(f"{op}_{variant} rejected", 0)) > 0, result.stdout
+    print(result.stdout)

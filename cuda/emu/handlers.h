@@ -15,9 +15,9 @@ namespace jax_natten::emu {
 
 using exec::HostLaunch;
 
-// 0xff bytes: NaN in float32, float16 and bfloat16.
+// 0xff bytes: NaN in float32, float16 and bfloat16. (An empty buffer's data may be null.)
 inline ffi::Result<ffi::AnyBuffer> Poisoned(ffi::Result<ffi::AnyBuffer> out) {
-  std::memset(out->untyped_data(), 0xff, out->size_bytes());
+  if (out->size_bytes() > 0) std::memset(out->untyped_data(), 0xff, out->size_bytes());
   return out;
 }
 

@@ -58,20 +58,24 @@ inline ffi::Error ExpectLayout(const ffi::AnyBuffer& x, int rank, const TokenLay
 inline ffi::Error ReadGrid(const TokenLayout& layout, ffi::Span<const int64_t> kernel_size,
                            ffi::Span<const int64_t> stride, ffi::Span<const int64_t> dilation,
                            ffi::Span<const int64_t> is_causal, Grid* grid) {
-  int rank = static_cast<int>(kernel_size.size());
-  if (rank < 1 || rank > kMaxRank || stride.size() != rank || dilation.size() != rank || is_causal.size() != rank) {
+  const size_t entries = kernel_size.size();
+  if (entries < 1 || entries > kMaxRank || stride.size() != entries || dilation.size() != entries ||
+      is_causal.size() != entries) {
     return ffi::Error::InvalidArgument("kernel_size, stride, dilation and is_causal need one entry per spatial axis");
   }
+  const int rank = static_cast<int>(entries);
   grid->rank = rank;
   for (int a = 0; a < rank; ++a) {
-    AxisParams p{static_cast<int>(layout.spatial[a]), static_cast<int>(kernel_size[a]), static_cast<int>(stride[a]),
-                 static_cast<int>(dilation[a]), is_causal[a] != 0};
-    if (p.kernel_size < 2 || p.stride < 1 || p.dilation < 1 || p.stride > p.kernel_size ||
-        int64_t(p.kernel_size) * p.dilation > p.length) {
+    // Checked in 64 bits before narrowing (a kernel_size of 2^32 + 3 must not pass as 3); with
+    // 2 <= kernel_size, stride <= kernel_size and kernel_size * dilation <= length < 2^31, every
+    // value fits an int.
+    const int64_t length = layout.spatial[a], k = kernel_size[a], s = stride[a], d = dilation[a];
+    if (length > INT32_MAX || k < 2 || s < 1 || d < 1 || s > k || k > length || d > length / k) {
       return ffi::Error::InvalidArgument("axis " + std::to_string(a) + ": illegal kernel_size/stride/dilation for length " +
-                                         std::to_string(p.length));
+                                         std::to_string(length));
     }
-    grid->axis[a] = p;
+    grid->axis[a] = AxisParams{static_cast<int>(length), static_cast<int>(k), static_cast<int>(s), static_cast<int>(d),
+                               is_causal[a] != 0};
   }
   return ffi::Error::Success();
 }

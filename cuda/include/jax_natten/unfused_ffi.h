@@ -67,9 +67,9 @@ inline ffi::Error PnParams(const ffi::AnyBuffer& query, const ffi::AnyBuffer& ke
   p->dim = static_cast<int>(q.dim);
   p->empty_value = empty_value;
   if (rpb.element_count() > 0) {
-    int64_t per_copy = q.heads * p->rpb_window;
-    int64_t copies = rpb.element_count() / per_copy;
-    if (copies * per_copy != rpb.element_count() || p->batch % copies != 0) {
+    const int64_t count = static_cast<int64_t>(rpb.element_count()), per_copy = q.heads * p->rpb_window;
+    const int64_t copies = per_copy > 0 ? count / per_copy : 0;  // zero query heads: no rpb fits
+    if (copies == 0 || copies * per_copy != count || p->batch % copies != 0) {
       return ffi::Error::InvalidArgument("rpb: expected [heads, 2*kernel_size-1 per axis]");
     }
     p->rpb_batch = copies;
