@@ -3,6 +3,7 @@ their target names and availability, and what a backend request carries."""
 
 from __future__ import annotations
 
+import sys
 import types
 
 import jax
@@ -92,3 +93,28 @@ def test_unfused_operators_fill_the_request(operator, monkeypatch):
                            (False, True))
     (request,) = seen
     assert (request.operator, request.spatial_shape, request.heads, request.heads_kv) == (operator, (7, 5), 6, 2)
+
+
+def test_call_path_from_the_public_api_to_the_ffi_call(monkeypatch):
+    """The jax_natten files on the Python stack when na2d (gemm backend) issues its PN FFI call:
+    the public API, the backend's custom_vjp, the primitives module, each entered once."""
+    gemm = next(b for b in backends.BACKENDS if b.name == "gemm")
+    monkeypatch.setattr(backends, "choose", lambda request, backend: gemm)
+    real_ffi_call, paths = jax.ffi.ffi_call, []
+
+    def recording_ffi_call(target, *args, **kwargs):
+        files, frame = [], sys._getframe(1)
+        while frame is not None:
+            name = frame.f_code.co_filename.replace("\\", "/")
+            name = name[name.rindex("/jax_natten/") + 1:] if "/jax_natten/" in name else None
+            if name is not None and (not files or files[-1] != name):
+                files.append(name)
+            frame = frame.f_back
+        paths.append((target, files[::-1]))
+        return real_ffi_call(target, *args, **kwargs)
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", recording_ffi_call)
+    q = jax.ShapeDtypeStruct((1, 9, 11, 2, 8), jnp.float32)
+    jax.eval_shape(lambda q: jax_natten.na2d(q, q, q, (3, 5), backend="gemm"), q)
+    assert paths[0] == ("jax_natten_na_pn_gemm", ["jax_natten/functional.py", "jax_natten/backends/unfused.py",
+                                                  "jax_natten/primitives.py"])
