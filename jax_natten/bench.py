@@ -330,8 +330,8 @@ def problem_from_args(args) -> Problem:
 def usable_backends(problem: Problem):
     nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride,
                                problem.dilation, problem.is_causal)
-    request = backends.Request("attention", backends.default_platform(), problem.dtype,
-                               problem.head_dim, problem.head_dim, nbhd, spatial_shape=problem.spatial)
+    request = backends.make_request("attention", problem.dtype, problem.spatial, problem.heads, problem.heads_kv,
+                                    problem.head_dim, problem.head_dim, nbhd)
     return [b.name for b in backends.BACKENDS
             if not getattr(b, "explicit_only", False) and b.unsupported(request) is None]
 

@@ -147,6 +147,7 @@ class AttentionInputs:
     nbhd: Neighborhood
     scale: float
     dtype: np.dtype
+    spatial_shape: tuple[int, ...]
     heads: int
     heads_kv: int
     head_dim: int
@@ -199,8 +200,8 @@ def attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal
         scale = head_dim ** -0.5
     if not isinstance(return_lse, (bool, np.bool_)):
         raise ValueError(f"return_lse={return_lse!r}: it must be a bool.")
-    return AttentionInputs(nbhd, float(scale), dtype, heads, heads_kv, head_dim, head_dim_v,
-                           rpb is not None, additional_keys is not None)
+    return AttentionInputs(nbhd, float(scale), dtype, tuple(query.shape[1:-2]), heads, heads_kv, head_dim,
+                           head_dim_v, rpb is not None, additional_keys is not None)
 
 
 def relative_position_bias(rpb, heads, nbhd, dtype):

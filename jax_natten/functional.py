@@ -15,16 +15,16 @@ def _attention(query, key, value, kernel_size, stride, dilation, is_causal, scal
                additional_keys, additional_values, rpb, return_lse, backend, rank):
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, return_lse, rank)
-    chosen = backends.choose(_attention_request(inputs, query.shape[1:-2]), backend)
+    chosen = backends.choose(_attention_request(inputs), backend)
     out, lse = chosen.attention(query, key, value, inputs.nbhd, inputs.scale, rpb,
                                 additional_keys, additional_values)
     return (out, lse) if return_lse else out
 
 
-def _attention_request(inputs: checks.AttentionInputs, spatial_shape) -> backends.Request:
-    return backends.Request("attention", backends.default_platform(), inputs.dtype.name,
-                            inputs.head_dim, inputs.head_dim_v, inputs.nbhd,
-                            inputs.has_rpb, inputs.has_extra_kv, tuple(spatial_shape))
+def _attention_request(inputs: checks.AttentionInputs) -> backends.Request:
+    return backends.make_request("attention", inputs.dtype.name, inputs.spatial_shape, inputs.heads,
+                                 inputs.heads_kv, inputs.head_dim, inputs.head_dim_v, inputs.nbhd,
+                                 inputs.has_rpb, inputs.has_extra_kv)
 
 
 def neighborhood_attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
@@ -68,8 +68,8 @@ def _make_attention(rank):
 def _make_qk(rank):
     def na_qk(query, key, kernel_size, stride=1, dilation=1, is_causal=False, rpb=None, backend=None):
         nbhd = checks.qk_inputs(query, key, kernel_size, stride, dilation, is_causal, rpb, rank)
-        request = backends.Request("qk", backends.default_platform(), np.dtype(query.dtype).name,
-                                   query.shape[-1], query.shape[-1], nbhd, rpb is not None)
+        request = backends.make_request("qk", np.dtype(query.dtype).name, query.shape[1:-2], query.shape[-2],
+                                        key.shape[-2], query.shape[-1], query.shape[-1], nbhd, rpb is not None)
         return backends.choose(request, backend).qk(query, key, nbhd, rpb)
 
     na_qk.__name__ = na_qk.__qualname__ = f"na{rank}d_qk"
@@ -82,8 +82,8 @@ def _make_qk(rank):
 def _make_av(rank):
     def na_av(attn, value, kernel_size, stride=1, dilation=1, is_causal=False, backend=None):
         nbhd = checks.av_inputs(attn, value, kernel_size, stride, dilation, is_causal, rank)
-        request = backends.Request("av", backends.default_platform(), np.dtype(attn.dtype).name,
-                                   value.shape[-1], value.shape[-1], nbhd)
+        request = backends.make_request("av", np.dtype(attn.dtype).name, attn.shape[1:-2], attn.shape[-2],
+                                        value.shape[-2], value.shape[-1], value.shape[-1], nbhd)
         return backends.choose(request, backend).av(attn, value, nbhd)
 
     na_av.__name__ = na_av.__qualname__ = f"na{rank}d_av"
@@ -103,4 +103,4 @@ def explain(query, key, value, kernel_size, stride=1, dilation=1, is_causal=Fals
     why every other backend would not. Arrays may be `jax.ShapeDtypeStruct`s."""
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, False)
-    return backends.explain_request(_attention_request(inputs, query.shape[1:-2]))
+    return backends.explain_request(_attention_request(inputs))

@@ -226,4 +226,4 @@ def test_explain_chooses_blocked_on_cpu_and_reports_tiles():
     assert re.search(r"blocked tiles: \d+ queries .* tile efficiency 0\.\d\d", text), text
     by_name = {b.name: b for b in jax_natten.backends.BACKENDS}
     assert "qk and av" in str(by_name["blocked"].unsupported(
-        jax_natten.backends.Request("qk", "cpu", "float32", 8, 8, checks.neighborhood((9,), 3))))
+        jax_natten.backends.Request("qk", "cpu", "float32", (9,), 2, 2, 8, 8, checks.neighborhood((9,), 3))))

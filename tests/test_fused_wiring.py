@@ -1,7 +1,8 @@
 """The fused backend's Python side on the CPU: its custom_vjp, the exact LSE merge of extra KV
-tokens, vmap and remat names, with the kernel call (`cuda.fused.fused_forward`) replaced by the
-reference backend's window-only attention (same contract: out, float32 lse) and the gradient
-backend by the reference backend. (The partitioning of the real call is tested on the GPU.)"""
+tokens, vmap and remat names, with its kernel operators (`primitives.Operators`) over `JnpShards`
+(tests/jnp_kernels.py; the fused forward there is the reference backend's window-only attention,
+same contract: out, float32 lse) and its gradient backend the unfused backend over the same
+shards. (test_sharding.py shards it; the real FFI call is tested on the GPU.)"""
 
 from __future__ import annotations
 
@@ -12,18 +13,15 @@ import pytest
 
 from jax_natten import backends
 from jax_natten.backends import fused, reference
-from jax_natten.cuda import fused as fused_cuda
+from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.neighborhood import Neighborhood
+from jax_natten.primitives import Operators
+from jnp_kernels import JnpShards
 
 
 @pytest.fixture
-def stand_in(monkeypatch):
-    def forward(query, key, value, rpb, nbhd, scale):
-        out, lse = reference.attention(query, key, value, nbhd, scale, rpb)
-        return out, lse.astype(jnp.float32)
-
-    monkeypatch.setattr(fused_cuda, "fused_forward", forward)
-    return fused.FusedBackend(backends.ReferenceBackend())
+def stand_in():
+    return fused.FusedBackend(UnfusedBackend("jnp", Operators(JnpShards())))
 
 
 NBHD = Neighborhood((3, 5), (1, 2), (2, 1), (False, True))
@@ -74,10 +72,11 @@ def test_vmap_and_remat_names(stand_in):
 
 
 def test_unsupported_reasons():
-    backend = fused.FusedBackend(backends.ReferenceBackend())
-    request = backends.Request("qk", "cpu", "bfloat16", 64, 64, NBHD)
+    (backend,) = [b for b in backends.BACKENDS if b.name == "fused"]
+    request = backends.Request("qk", "cpu", "bfloat16", (9, 11), 4, 2, 64, 64, NBHD)
     assert "attention only" in backend.unsupported(request)
-    request = backends.Request("attention", "cpu", "bfloat16", 64, 64, NBHD)
-    assert backend.unsupported(request) is not None  # no CUDA here
+    request = backends.Request("attention", "cpu", "bfloat16", (9, 11), 4, 2, 64, 64, NBHD)
+    reason = backend.unsupported(request)  # the CUDA layer's: no extension, or JAX is not on a GPU
+    assert "not installed" in reason or "not on a CUDA GPU" in reason
     # explain() prints this note under the fused backend wherever it can run (a GPU).
     assert "gemm" in backend.note

@@ -1,8 +1,11 @@
 """The neighborhood rule of SPEC.md, one axis at a time: SPEC's worked examples, the inverse
-windows, the rpb indices, and `jax_natten.neighborhood` against the oracle's own rule."""
+windows, the rpb indices, and `jax_natten.neighborhood` against the oracle's own rule, on NumPy
+and on traced jax integers."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import oracle
 import pytest
@@ -209,3 +212,61 @@ def test_special_cases(L):
         start = min(k * (i // k), L - k)
         assert blocked[i] == list(range(start, start + k))
 
+
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_window_on_traced_jax_integers_equals_numpy_on_every_small_axis(causal):
+    """The one window rule with position, length, kernel size, stride and dilation all traced
+    (one jit, vmapped over the small grid) gives the NumPy windows."""
+    axes = np.array([params[:4] for params in SMALL_AXES if params[4] == causal])
+    longest = int(axes[:, 0].max())
+
+    @jax.jit
+    @jax.vmap
+    def windows(L, k, s, d):
+        return neighborhood.window(jnp.arange(longest), L, k, s, d, causal)
+
+    starts, ends = windows(*(jnp.asarray(column) for column in axes.T))
+    mismatches = []
+    for (L, k, s, d), start, end in zip(axes.tolist(), np.asarray(starts), np.asarray(ends)):
+        expected = neighborhood.window(np.arange(L), L, k, s, d, causal)
+        if not (np.array_equal(start[:L], expected[0]) and np.array_equal(end[:L], expected[1])):
+            mismatches.append((L, k, s, d, causal))
+    assert not mismatches, f"(L, k, s, d, causal) whose traced windows differ: {mismatches[:10]}"
+
+
+# Axes with every feature: even/odd kernels, stride up to the kernel, dilation not dividing the
+# length, causal.
+TRACED_TABLE_AXES = [(7, 3, 1, 1, False), (10, 4, 2, 1, True), (11, 3, 3, 3, False), (13, 2, 2, 4, True),
+                     (12, 5, 4, 2, False), (9, 4, 4, 2, True), (14, 6, 5, 2, True), (8, 2, 1, 3, False)]
+
+
+def test_tables_on_traced_jax_integers_equal_numpy():
+    """inverse_window on traced positions and axis_neighbors built with jnp, inside jit, give the
+    NumPy tables."""
+    @jax.jit
+    def tables(positions):
+        out = []
+        for params, position in zip(TRACED_TABLE_AXES, positions):
+            table = neighborhood.axis_neighbors(*params, xp=jnp)
+            out.append((*neighborhood.inverse_window(position, *params), table.keys, table.valid, table.rpb_index))
+        return out
+
+    traced = tables([jnp.arange(params[0]) for params in TRACED_TABLE_AXES])
+    for params, got in zip(TRACED_TABLE_AXES, traced):
+        table = neighborhood.axis_neighbors(*params)
+        expected = (*neighborhood.inverse_window(np.arange(params[0]), *params), table.keys, table.valid,
+                    table.rpb_index)
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(np.asarray(g), e, err_msg=str(params))
+
+
+@pytest.mark.parametrize("shape,nbhd", [
+    ((5, 7), neighborhood.Neighborhood((3, 4), (2, 1), (1, 2), (False, True))),
+    ((4, 3, 6), neighborhood.Neighborhood((2, 3, 3), (1, 3, 2), (2, 1, 1), (True, False, False))),
+])
+def test_token_slot_tables_on_traced_jax_integers_equal_numpy(shape, nbhd):
+    traced = jax.jit(lambda: neighborhood.token_slot_tables(shape, nbhd, xp=jnp))()
+    for t, e in zip(traced, neighborhood.token_slot_tables(shape, nbhd)):
+        np.testing.assert_array_equal(np.asarray(t), e)

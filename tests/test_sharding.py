@@ -1,7 +1,8 @@
-"""Sharding rules of the unfused operators (jax_natten/partitioning.py) on 8 virtual CPU devices.
+"""Sharding rules of the kernel operators (jax_natten/primitives.py) on 8 virtual CPU devices.
 
-The CUDA kernels do not run on CPU, so these tests run the CUDA backends' own custom_vjp
-(`UnfusedBackend`) and sharding wrapper over `JnpKernels`, pure-JAX PN/NN/IN with the kernels'
+The CUDA kernels do not run on CPU, so these tests run the kernel backends' own custom_vjp
+(`UnfusedBackend`, and `FusedBackend` over it) and operators (`primitives.Operators`) over
+`JnpShards` (tests/jnp_kernels.py), pure-JAX PN/NN/IN and fused forward with the kernels'
 contracts. Sharded results and gradients are compared with the same backend on one device and
 with the reference backend; the compiled HLO of batch/head sharding must hold no all-gather.
 """
@@ -16,11 +17,15 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jax_natten.backends import reference
-from jax_natten.backends.reference import JnpKernels
+from jax_natten.backends.fused import FusedBackend
 from jax_natten.backends.unfused import UnfusedBackend
 from jax_natten.neighborhood import Neighborhood
+from jax_natten.primitives import Operators
+from jnp_kernels import JnpShards
 
-BACKEND = UnfusedBackend("jnp", JnpKernels())
+BACKEND = UnfusedBackend("jnp", Operators(JnpShards()))
+# The fused forward's own layout; its gradient is BACKEND's.
+FUSED = FusedBackend(BACKEND)
 NBHD = Neighborhood((3, 5), (1, 1), (2, 1), (True, False))
 SCALE = 0.3
 # batch 4, spatial (6, 7), 8 query heads over 4 KV heads (GQA group 2), head_dim 8.
@@ -72,13 +77,15 @@ def all_gathers(hlo):
     return [line for line in hlo.splitlines() if "all-gather" in line]
 
 
-@pytest.mark.parametrize("name, heads_kv", [(name, HEADS_KV) for name in SHARDINGS] + [("batch+heads", HEADS)],
-                         ids=[f"{name}-gqa" for name in SHARDINGS] + ["batch+heads-mha"])
-def test_batch_and_head_sharding(name, heads_kv):
+@pytest.mark.parametrize("backend, name, heads_kv",
+                         [(BACKEND, name, HEADS_KV) for name in SHARDINGS] + [(BACKEND, "batch+heads", HEADS),
+                                                                              (FUSED, "batch+heads", HEADS_KV)],
+                         ids=[f"{name}-gqa" for name in SHARDINGS] + ["batch+heads-mha", "fused-batch+heads-gqa"])
+def test_batch_and_head_sharding(backend, name, heads_kv):
     arrays = inputs([1, heads_kv, len(name)], heads_kv)
     sharded = place(arrays, SHARDINGS[name])
-    forward = jax.jit(attention(BACKEND))
-    backward = jax.jit(jax.grad(loss(BACKEND), argnums=(0, 1, 2, 3)))
+    forward = jax.jit(attention(backend))
+    backward = jax.jit(jax.grad(loss(backend), argnums=(0, 1, 2, 3)))
 
     want_out, want_lse = forward(*arrays)
     got_out, got_lse = forward(*sharded)

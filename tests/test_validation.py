@@ -293,9 +293,8 @@ def test_explain():
 
 def _float64_request_reasons():
     """{backend name: why it cannot run} for float64 attention on the base problem."""
-    request = backends.Request("attention", backends.default_platform(), "float64", 8, 6,
-                               jax_natten.Neighborhood((3,), (1,), (1,), (False,)),
-                               spatial_shape=Q[1:-2])
+    request = backends.make_request("attention", "float64", Q[1:-2], Q[-2], K[-2], Q[-1], V[-1],
+                                    jax_natten.Neighborhood((3,), (1,), (1,), (False,)))
     return {b.name: backends.automatic_reason(b, request) for b in backends.BACKENDS}
 
 
@@ -303,8 +302,8 @@ def test_explicit_backend_that_cannot_run_raises_not_implemented(no_kernels):
     """A legal call that an explicitly named backend does not support: NotImplementedError naming
     the backend and its reason (float64 is beyond every CUDA backend, and no CUDA backend runs
     on a CPU)."""
-    request = backends.Request("attention", backends.default_platform(), "float64", 8, 6,
-                               jax_natten.Neighborhood((3,), (1,), (1,), (False,)))
+    request = backends.make_request("attention", "float64", Q[1:-2], Q[-2], K[-2], Q[-1], V[-1],
+                                    jax_natten.Neighborhood((3,), (1,), (1,), (False,)))
     refused = {b.name: b.unsupported(request) for b in backends.BACKENDS if b.unsupported(request)}
     assert refused, "expected some backend to refuse float64 inputs"
     args = attention_args(_spec, query=(Q, jnp.float64), key=(K, jnp.float64), value=(V, jnp.float64))

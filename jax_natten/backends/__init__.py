@@ -18,8 +18,8 @@ from jax_natten import cuda
 from jax_natten.backends import blocked, reference
 from jax_natten.backends.fused import FusedBackend
 from jax_natten.backends.unfused import UnfusedBackend
-from jax_natten.cuda.unfused import UnfusedKernels
 from jax_natten.neighborhood import Neighborhood
+from jax_natten.primitives import FfiShards, Operators
 
 logger = logging.getLogger("jax_natten")
 
@@ -33,12 +33,25 @@ class Request:
     operator: str
     platform: str
     dtype: str
+    spatial_shape: tuple[int, ...]
+    heads: int
+    heads_kv: int
     head_dim: int
     head_dim_v: int
     nbhd: Neighborhood
     has_rpb: bool = False
     has_extra_kv: bool = False
-    spatial_shape: tuple = None
+    # (major, minor) of the CUDA device that runs the call; None on other platforms.
+    compute_capability: tuple[int, int] | None = None
+
+
+def make_request(operator, dtype, spatial_shape, heads, heads_kv, head_dim, head_dim_v, nbhd: Neighborhood,
+                 has_rpb=False, has_extra_kv=False) -> Request:
+    """The request of a call on JAX's default device."""
+    platform = default_platform()
+    capability = cuda.device_capability() if platform == "gpu" else None
+    return Request(operator, platform, dtype, tuple(spatial_shape), heads, heads_kv, head_dim, head_dim_v, nbhd,
+                   has_rpb, has_extra_kv, capability)
 
 
 class ReferenceBackend:
@@ -66,17 +79,14 @@ class BlockedBackend:
 
     def passed_over(self, request: Request):
         """Why `backend=None` prefers the next backend although this one can run (or None)."""
-        if request.spatial_shape is not None:
-            efficiency = blocked.plan(request.spatial_shape, request.nbhd).efficiency()
-            if efficiency < blocked.MIN_EFFICIENCY:
-                return (f"tile efficiency {efficiency:.2f} < {blocked.MIN_EFFICIENCY} (window too small "
-                        "for its tiles: the reference's per-slot gathers waste less)")
+        efficiency = blocked.plan(request.spatial_shape, request.nbhd).efficiency()
+        if efficiency < blocked.MIN_EFFICIENCY:
+            return (f"tile efficiency {efficiency:.2f} < {blocked.MIN_EFFICIENCY} (window too small "
+                    "for its tiles: the reference's per-slot gathers waste less)")
         return None
 
     def describe(self, request: Request):
         """The tiling of the call and its tile efficiency."""
-        if request.spatial_shape is None:
-            return None
         return str(blocked.plan(request.spatial_shape, request.nbhd))
 
     attention = staticmethod(blocked.attention)
@@ -85,17 +95,17 @@ class BlockedBackend:
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
 # 16-byte row loads: head dims must be multiples of 8.
-_GEMM = UnfusedBackend("gemm", UnfusedKernels("gemm"), head_dim_multiple=8)
+_GEMM = UnfusedBackend("gemm", Operators(FfiShards("gemm")), head_dim_multiple=8)
 BACKENDS = (
     FusedBackend(_GEMM),
     _GEMM,
     BlockedBackend(),
     ReferenceBackend(),
-    UnfusedBackend("naive", UnfusedKernels("naive")),
+    UnfusedBackend("naive", Operators(FfiShards("naive"))),
     # The same kernels run on the CPU by the host emulation (JAX_NATTEN_EMULATION=ON builds):
     # slow, for testing the CUDA source without a GPU.
-    UnfusedBackend("gemm-emulated", UnfusedKernels("gemm", platform="cpu"), head_dim_multiple=8, explicit_only=True),
-    UnfusedBackend("naive-emulated", UnfusedKernels("naive", platform="cpu"), explicit_only=True),
+    UnfusedBackend("gemm-emulated", Operators(FfiShards("gemm", "cpu")), head_dim_multiple=8, explicit_only=True),
+    UnfusedBackend("naive-emulated", Operators(FfiShards("naive", "cpu")), explicit_only=True),
 )
 
 

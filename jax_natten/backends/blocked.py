@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jax_natten.backends.reference import accumulation_dtype
+from jax_natten.backends.extra_kv import accumulation_dtype
 from jax_natten.neighborhood import Neighborhood, group_length, token_slot_tables, window
 
 _HIGHEST = lax.Precision.HIGHEST

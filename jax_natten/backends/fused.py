@@ -18,18 +18,17 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from jax_natten import cuda, fused_plan
-from jax_natten.backends import reference
-from jax_natten.cuda import fused as fused_cuda
+from jax_natten.backends import extra_kv
 
 DTYPES = ("float16", "bfloat16")
 NOTE = "gradient from the gemm operators (PN/NN/IN), recomputed from the inputs; no fused backward yet"
 
 
 def _merge_extra(out, lse, query, additional_keys, additional_values, scale):
-    logits = reference.extra_logits(query, additional_keys, scale).astype(jnp.float32)
+    logits = extra_kv.extra_logits(query, additional_keys, scale).astype(jnp.float32)
     lse_extra = jax.nn.logsumexp(logits, axis=-1)
     probs = jnp.exp(logits - lse_extra[..., None])
-    out_extra = reference.extra_sum(probs, additional_values.astype(jnp.float32)).reshape(out.shape)
+    out_extra = extra_kv.extra_sum(probs, additional_values.astype(jnp.float32)).reshape(out.shape)
     lse_extra = lse_extra.reshape(lse.shape)
     merged = jnp.logaddexp(lse, lse_extra)
     out = jnp.exp(lse - merged)[..., None] * out.astype(jnp.float32) + jnp.exp(lse_extra - merged)[..., None] * out_extra
@@ -38,7 +37,7 @@ def _merge_extra(out, lse, query, additional_keys, additional_values, scale):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _attention(gemm, nbhd, scale, query, key, value, rpb, additional_keys, additional_values):
-    out, lse = fused_cuda.fused_forward(query, key, value, rpb, nbhd, scale)
+    out, lse = gemm.kernels.fused_forward(query, key, value, rpb, nbhd, scale)
     if additional_keys is not None:
         out, lse = _merge_extra(out, lse, query, additional_keys, additional_values, scale)
     return checkpoint_name(out, "jax_natten_fused_out"), checkpoint_name(lse, "jax_natten_fused_lse")
@@ -62,7 +61,8 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 class FusedBackend:
-    """The fused forward kernel on CUDA GPUs; gradients through `gemm` (an UnfusedBackend)."""
+    """The fused forward kernel of `gemm.kernels` (`primitives.Operators`) on CUDA GPUs; gradients
+    through `gemm` (an UnfusedBackend)."""
 
     name = "fused"
     note = NOTE
@@ -73,7 +73,7 @@ class FusedBackend:
     def unsupported(self, request):
         if request.operator != "attention":
             return f"the fused kernel computes attention only, not {request.operator}"
-        reason = cuda.unavailable_reason(request.platform)
+        reason = self.gemm.kernels.shards.unavailable_reason(request.platform, request.compute_capability)
         if reason is not None:
             return reason
         if request.dtype not in DTYPES:
@@ -81,7 +81,7 @@ class FusedBackend:
         if request.head_dim % 8 or request.head_dim_v % 8:
             return f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: the fused kernel needs multiples of 8"
         head_class = fused_plan.head_dim_class(request.head_dim, request.head_dim_v)
-        built = fused_cuda.head_dim_classes()
+        built = cuda.fused_head_dim_classes()
         if head_class is None or not any(c >= head_class for c in built):
             return (f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: this build has the fused "
                     f"head-dim classes {built}")

@@ -16,18 +16,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jax_natten.neighborhood import Neighborhood, axis_neighbors, token_slot_tables
-from jax_natten.partitioning import UnfusedOperators
-
-_HIGHEST = lax.Precision.HIGHEST
+from jax_natten.backends.extra_kv import HIGHEST, accumulation_dtype, extra_logits, extra_sum, split_heads
+from jax_natten.neighborhood import Neighborhood, axis_neighbors
 
 
-def accumulation_dtype(dtype):
-    """float32 for 16-bit inputs; float32 and float64 inputs accumulate in their own dtype."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-class _Slots:
+class Slots:
     """The slot tables of one call; slot `t` is row-major over the per-axis kernel offsets."""
 
     def __init__(self, spatial_shape, nbhd: Neighborhood):
@@ -69,12 +62,7 @@ class _Slots:
         return table.reshape(rpb.shape[0], -1).T
 
 
-def split_heads(x, heads_kv):
-    """`[batch, *spatial, heads, dim]` -> `[batch, tokens, heads_kv, group, dim]`."""
-    return x.reshape(x.shape[0], -1, heads_kv, x.shape[-2] // heads_kv, x.shape[-1])
-
-
-def _tokens(x):
+def flat_tokens(x):
     """`[batch, *spatial, heads_kv, dim]` -> `[batch, tokens, heads_kv, dim]`."""
     return x.reshape(x.shape[0], -1, *x.shape[-2:])
 
@@ -83,7 +71,7 @@ def _gather_tokens(x, index):
     return jnp.take(x, index, axis=1, mode="clip")
 
 
-def _neighbor_logits(q, k, slots: _Slots, scale, rpb):
+def neighbor_logits(q, k, slots: Slots, scale, rpb):
     """`scale * q.k (+ rpb)` per slot, `[batch, tokens, heads_kv, group, window]`; empty slots -inf."""
     acc = accumulation_dtype(q.dtype)
     window = functools.reduce(operator.mul, slots.kernel_size)
@@ -91,7 +79,7 @@ def _neighbor_logits(q, k, slots: _Slots, scale, rpb):
     @jax.checkpoint
     def step(_, slot):
         k_slot = _gather_tokens(k, slots.key_index(slot))
-        logits = scale * jnp.einsum("bthgd,bthd->bthg", q, k_slot, precision=_HIGHEST,
+        logits = scale * jnp.einsum("bthgd,bthd->bthg", q, k_slot, precision=HIGHEST,
                                     preferred_element_type=acc)
         if rpb is not None:
             logits = logits + slots.bias(rpb, slot).astype(acc).reshape(logits.shape[1:])
@@ -103,7 +91,7 @@ def _neighbor_logits(q, k, slots: _Slots, scale, rpb):
     return jnp.moveaxis(logits, 0, -1)
 
 
-def _neighbor_sum(weights, v, slots: _Slots):
+def neighbor_sum(weights, v, slots: Slots):
     """`sum_t weights[..., t] * v[key_t]`, weights `[batch, tokens, heads_kv, group, window]`."""
     acc = weights.dtype
     window = weights.shape[-1]
@@ -114,7 +102,7 @@ def _neighbor_sum(weights, v, slots: _Slots):
         if slots.any_causal:
             w_slot = jnp.where(slots.is_valid(slot)[:, None, None], w_slot, 0)
         v_slot = _gather_tokens(v, slots.key_index(slot))
-        return out + jnp.einsum("bthg,bthd->bthgd", w_slot, v_slot, precision=_HIGHEST,
+        return out + jnp.einsum("bthg,bthd->bthgd", w_slot, v_slot, precision=HIGHEST,
                                 preferred_element_type=acc), None
 
     # Zeros that vary over shard_map's mesh axes like both operands: scan needs the carry's
@@ -123,19 +111,6 @@ def _neighbor_sum(weights, v, slots: _Slots):
     init = jnp.zeros_like(weights, shape=shape) + jnp.zeros_like(v, shape=shape, dtype=acc)
     out, _ = lax.scan(step, init, (jnp.arange(window), jnp.moveaxis(weights, -1, 0)))
     return out
-
-
-def extra_logits(query, additional_keys, scale):
-    """`scale * q.k` against the additional keys, `[batch, tokens, heads_kv, group, n_extra]`."""
-    q = split_heads(query, additional_keys.shape[-2])
-    return scale * jnp.einsum("bthgd,bnhd->bthgn", q, additional_keys, precision=_HIGHEST,
-                              preferred_element_type=accumulation_dtype(query.dtype))
-
-
-def extra_sum(probs, additional_values):
-    """`sum_n probs[..., n] * additional_values[n]`, `[batch, tokens, heads_kv, group, head_dim_v]`."""
-    return jnp.einsum("bthgn,bnhd->bthgd", probs, additional_values, precision=_HIGHEST,
-                      preferred_element_type=probs.dtype)
 
 
 def softmax_with_lse(logits):
@@ -151,13 +126,13 @@ def softmax_with_lse(logits):
 def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
               additional_keys=None, additional_values=None):
     """Neighborhood attention; returns `(out, lse)` (lse in the accumulation dtype)."""
-    slots = _Slots(query.shape[1:-2], nbhd)
-    logits = _neighbor_logits(split_heads(query, key.shape[-2]), _tokens(key), slots, scale, rpb)
+    slots = Slots(query.shape[1:-2], nbhd)
+    logits = neighbor_logits(split_heads(query, key.shape[-2]), flat_tokens(key), slots, scale, rpb)
     if additional_keys is not None:
         logits = jnp.concatenate([logits, extra_logits(query, additional_keys, scale)], axis=-1)
     lse, probs = softmax_with_lse(logits)
     window = nbhd.window_size
-    out = _neighbor_sum(probs[..., :window], _tokens(value), slots)
+    out = neighbor_sum(probs[..., :window], flat_tokens(value), slots)
     if additional_values is not None:
         out = out + extra_sum(probs[..., window:], additional_values)
     out = out.reshape(query.shape[:-1] + value.shape[-1:]).astype(query.dtype)
@@ -166,53 +141,14 @@ def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
 
 def qk(query, key, nbhd: Neighborhood, rpb=None):
     """PN: `[batch, *spatial, heads, window]` logits `q.k (+ rpb)`, -inf in empty causal slots."""
-    slots = _Slots(query.shape[1:-2], nbhd)
-    logits = _neighbor_logits(split_heads(query, key.shape[-2]), _tokens(key), slots, 1.0, rpb)
+    slots = Slots(query.shape[1:-2], nbhd)
+    logits = neighbor_logits(split_heads(query, key.shape[-2]), flat_tokens(key), slots, 1.0, rpb)
     return logits.reshape(query.shape[:-1] + (nbhd.window_size,)).astype(query.dtype)
 
 
 def av(attn, value, nbhd: Neighborhood):
     """NN: `[batch, *spatial, heads, head_dim_v]` weighted sums; empty causal slots are ignored."""
-    slots = _Slots(attn.shape[1:-2], nbhd)
+    slots = Slots(attn.shape[1:-2], nbhd)
     weights = split_heads(attn, value.shape[-2]).astype(accumulation_dtype(attn.dtype))
-    out = _neighbor_sum(weights, _tokens(value), slots)
+    out = neighbor_sum(weights, flat_tokens(value), slots)
     return out.reshape(attn.shape[:-1] + value.shape[-1:]).astype(attn.dtype)
-
-
-def _fold_batch(x, nbhd: Neighborhood):
-    """All axes before the spatial ones folded into one batch axis."""
-    return x.reshape((-1,) + x.shape[x.ndim - nbhd.rank - 2:])
-
-
-class JnpKernels(UnfusedOperators):
-    """PN, NN and IN in pure JAX with the contracts of the CUDA kernels (`cuda.unfused`), leading
-    axes folded into batch like the FFI handlers: an `UnfusedBackend` over these runs the CUDA
-    backends' custom_vjp and sharding rules on any platform."""
-
-    # `custom_partitioning` takes no closed-over constants (the slot tables): each operator traces
-    # inside its own jit, whose jaxpr keeps them.
-    @functools.partial(jax.jit, static_argnums=(0, 4, 5, 6, 7))
-    def pn_shard(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
-        q, k = _fold_batch(query, nbhd), _fold_batch(key, nbhd)
-        slots = _Slots(q.shape[1:-2], nbhd)
-        logits = _neighbor_logits(split_heads(q, k.shape[-2]), _tokens(k), slots, scale, rpb)
-        _, valid, _ = token_slot_tables(q.shape[1:-2], nbhd)
-        logits = jnp.where(valid[:, None, None, :], logits, empty_value)
-        return logits.reshape(query.shape[:-1] + (nbhd.window_size,)).astype(out_dtype)
-
-    @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-    def nn_shard(self, weights, value, nbhd: Neighborhood, scale):
-        w, v = _fold_batch(weights, nbhd), _fold_batch(value, nbhd)
-        acc = accumulation_dtype(value.dtype)
-        out = _neighbor_sum(split_heads(w, v.shape[-2]).astype(acc), _tokens(v).astype(acc), _Slots(w.shape[1:-2], nbhd))
-        return (scale * out).reshape(weights.shape[:-1] + value.shape[-1:]).astype(value.dtype)
-
-    @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-    def in_shard(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
-        # IN is NN transposed in its value argument: the VJP of NN with `values` as cotangent.
-        w, x = _fold_batch(weights, nbhd), _fold_batch(values, nbhd)
-        acc = accumulation_dtype(values.dtype)
-        key_shape = x.shape[:-2] + (heads_kv, x.shape[-1])
-        _, transpose = jax.vjp(lambda v: self.nn_shard(w.astype(acc), v, nbhd, scale), jnp.zeros(key_shape, acc))
-        (out,) = transpose(x.astype(acc))
-        return out.reshape(values.shape[:-2] + (heads_kv, values.shape[-1])).astype(values.dtype)

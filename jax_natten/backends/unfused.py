@@ -1,5 +1,7 @@
-"""Unfused CUDA backends ("naive", "gemm"): attention as PN -> softmax in XLA -> NN, each operator
-differentiable through a `jax.custom_vjp` built from the same three kernels:
+"""Unfused kernel backends ("naive", "gemm", and "naive-emulated", "gemm-emulated": the same
+kernels in the host emulation): attention as PN -> softmax in XLA -> NN over the operators of
+`primitives.Operators`, each differentiable through a `jax.custom_vjp` built from the same three
+kernels:
 
   logits = scale * PN(q, k) + rpb:  dq = scale * NN(dlogits, k),  dk = scale * IN(dlogits, q),
                                     drpb = the sum of dlogits over the slots that read each entry;
@@ -14,15 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_natten.backends import reference
-from jax_natten.cuda.unfused import UnfusedKernels
+from jax_natten.backends import extra_kv, reference
 from jax_natten.neighborhood import Neighborhood, token_slot_tables
+from jax_natten.primitives import Operators
 
 CUDA_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _pn(kernels: UnfusedKernels, nbhd: Neighborhood, scale, out_dtype, query, key, rpb):
+def _pn(kernels: Operators, nbhd: Neighborhood, scale, out_dtype, query, key, rpb):
     return kernels.pn(query, key, rpb, nbhd, scale, -np.inf, out_dtype)
 
 
@@ -44,7 +46,8 @@ _pn.defvjp(_pn_fwd, _pn_bwd)
 def _rpb_gradient(d_logits, nbhd: Neighborhood, rpb):
     """Each bias entry's gradient: the sum of the logit gradients of the slots that read it."""
     heads, window = d_logits.shape[-2:]
-    _, valid, bias_index = token_slot_tables(d_logits.shape[1:-2], nbhd)
+    # Computed in the traced backward pass from the window rule, not baked in as constants.
+    _, valid, bias_index = token_slot_tables(d_logits.shape[1:-2], nbhd, xp=jnp)
     d = d_logits.reshape(d_logits.shape[0], -1, heads, window).astype(jnp.float32)
     d = jnp.where(valid[None, :, None, :], d, 0).sum(0)
     d = jnp.moveaxis(d, 1, 0).reshape(heads, -1)
@@ -53,7 +56,7 @@ def _rpb_gradient(d_logits, nbhd: Neighborhood, rpb):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _nn(kernels: UnfusedKernels, nbhd: Neighborhood, weights, value):
+def _nn(kernels: Operators, nbhd: Neighborhood, weights, value):
     return kernels.nn(weights, value, nbhd, 1.0)
 
 
@@ -72,16 +75,16 @@ _nn.defvjp(_nn_fwd, _nn_bwd)
 
 
 class UnfusedBackend:
-    """PN, NN and IN as CUDA kernels; softmax, LSE and the additional tokens in XLA."""
+    """PN, NN and IN as kernels (`kernels.shards`); softmax, LSE and the additional tokens in XLA."""
 
-    def __init__(self, name: str, kernels: UnfusedKernels, head_dim_multiple: int = 1, explicit_only: bool = False):
+    def __init__(self, name: str, kernels: Operators, head_dim_multiple: int = 1, explicit_only: bool = False):
         self.name = name
         self.kernels = kernels
         self.head_dim_multiple = head_dim_multiple
         self.explicit_only = explicit_only
 
     def unsupported(self, request):
-        reason = self.kernels.unavailable_reason(request.platform)
+        reason = self.kernels.shards.unavailable_reason(request.platform, request.compute_capability)
         if reason is not None:
             return reason
         if request.dtype not in CUDA_DTYPES:
@@ -100,13 +103,13 @@ class UnfusedBackend:
     def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None):
         logits = _pn(self.kernels, nbhd, scale, jnp.dtype(jnp.float32), query, key, rpb)
         if additional_keys is not None:
-            extra = reference.extra_logits(query, additional_keys, scale).astype(jnp.float32)
+            extra = extra_kv.extra_logits(query, additional_keys, scale).astype(jnp.float32)
             logits = jnp.concatenate([logits, extra.reshape(query.shape[:-1] + extra.shape[-1:])], axis=-1)
         lse, probs = reference.softmax_with_lse(logits)
         window = nbhd.window_size
         out = _nn(self.kernels, nbhd, probs[..., :window], value)
         if additional_values is not None:
-            extra_probs = reference.split_heads(probs[..., window:], additional_values.shape[-2])
-            extra_out = reference.extra_sum(extra_probs, additional_values.astype(jnp.float32))
+            extra_probs = extra_kv.split_heads(probs[..., window:], additional_values.shape[-2])
+            extra_out = extra_kv.extra_sum(extra_probs, additional_values.astype(jnp.float32))
             out = (out.astype(jnp.float32) + extra_out.reshape(out.shape)).astype(value.dtype)
         return out, lse

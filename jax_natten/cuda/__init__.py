@@ -57,17 +57,23 @@ def emulated_target_names() -> tuple[str, ...]:
     return _names(_emulation)
 
 
-def unavailable_reason(platform: str | None = None) -> str | None:
-    """Why the CUDA kernels cannot run on `platform` (default: JAX's default backend), or None."""
+def unavailable_reason(platform: str | None = None, capability: tuple[int, int] | None = None) -> str | None:
+    """Why the CUDA kernels cannot run on `platform` (default: JAX's default backend) on a GPU of
+    compute capability `capability` (default: the first device's), or None."""
     reason = _reason(_cuda, _import_error, "the CUDA extension jax_natten._cuda is not installed; install from "
                      "source on a machine with nvcc", platform, "gpu", "not on a CUDA GPU")
     if reason is not None:
         return reason
-    capability = device_capability()
+    capability = capability or device_capability()
     if capability is not None and device_code(embedded_archs(), capability) is None:
         return (f"the extension has no code for this sm_{capability[0]}{capability[1]} GPU (built for "
                 f"{embedded_archs()}); rebuild it with a JAX_NATTEN_CUDA_ARCHS entry for this GPU")
     return None
+
+
+def fused_head_dim_classes() -> tuple[int, ...]:
+    """The head-dim classes the extension's fused forward was built with (empty without it)."""
+    return () if _cuda is None else tuple(_cuda.fused_head_dim_classes())
 
 
 def embedded_archs() -> str | None:

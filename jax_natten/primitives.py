@@ -1,8 +1,21 @@
-"""Sharding rules for the per-shard operators (FFI kernels or any stand-in with their contract).
+"""The kernel operators as JAX operations, each in one place: what it computes, its abstract
+result, its FFI call and its operand layout, which gives it its vmap and sharding rules. PN, NN
+and IN: contracts in `cuda/include/jax_natten/params.h`, handlers in cuda/ffi/naive.cu and
+cuda/ffi/gemm.cu; the fused forward (q, k, v -> out, lse): contract in
+`cuda/include/jax_natten/fused/params.h`, handler in cuda/ffi/fused.cu.
 
-An FFI call is opaque to XLA: left alone, a sharded `jit` gathers its inputs and runs it
-replicated. `partitioned` wraps a per-shard implementation in `custom_partitioning` with a
-Shardy sharding rule (and the GSPMD callbacks for jax configured without Shardy):
+Composition: `Operators` wires each operator through `partitioned` with its layout, over a
+per-shard implementation `shards` whose methods `pn`, `nn`, `inverse` and `fused_forward` take one
+shard's arrays (any number of leading batch axes). `FfiShards` is the implementation by FFI calls
+of one kernel variant on one XLA platform: "CUDA" (the GPU kernels) or "cpu" (the same kernels'
+source in the host emulation, registered under the same names). The tests add a pure-JAX one
+(tests/jnp_kernels.py) to run these rules on any device. A new operator adds its result, layout,
+FFI call and `Operators` method here.
+
+The rules (`partitioned`, the first part of this module). An FFI call is opaque to XLA: left
+alone, a sharded `jit` gathers its inputs and runs it replicated. `partitioned` wraps a per-shard
+implementation in `custom_partitioning` with a Shardy sharding rule (and the GSPMD callbacks for
+jax configured without Shardy):
 
 - batch axes (every axis before the spatial ones) keep their sharding;
 - the head axis keeps its sharding; with GQA the query heads are the compound factor
@@ -10,12 +23,6 @@ Shardy sharding rule (and the GSPMD callbacks for jax configured without Shardy)
   way and each shard keeps whole groups;
 - spatial axes, head_dim, window slots and bias tables need replication (a neighborhood reads
   across spatial shards; `jax_natten.parallel` splits a spatial axis with halo exchanges).
-
-`UnfusedOperators` wires PN, NN and IN through it; a subclass supplies the per-shard
-implementations (`cuda.unfused.UnfusedKernels`: the FFI calls; `backends.reference.JnpKernels`:
-pure JAX, so that the rules are tested on CPU). A fused operator (q, k, v -> out, lse) plugs into
-`partitioned` the same way: operands `(QUERY_HEADS, KV_HEADS, KV_HEADS)`, results
-`(QUERY_HEADS, QUERY_HEADS)`.
 
 `custom_partitioning` has no batching rule; `custom_vmap` moves a vmapped axis in front as one
 more batch axis (the per-shard implementations fold all leading axes into batch).
@@ -28,11 +35,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jax_natten import cuda, fused_plan
 from jax_natten.neighborhood import Neighborhood
 
 # What an operand or result is; `[*batch, *spatial, heads(, feature)]` for the two head kinds.
@@ -181,31 +190,149 @@ def _partitioned_call(per_shard, layout: Layout, operands):
     return operator(*operands)
 
 
-class UnfusedOperators:
-    """PN, NN and IN (contracts in `cuda/include/jax_natten/params.h`), partitioned over batch and
-    heads. Subclasses implement `pn_shard`, `nn_shard` and `in_shard` on one shard's arrays."""
+def pn_result(query, nbhd: Neighborhood, out_dtype):
+    """PN: `[*batch, *spatial, heads, window]` in `out_dtype`."""
+    return jax.ShapeDtypeStruct(query.shape[:-1] + (nbhd.window_size,), out_dtype)
+
+
+def pn_layout(query, key, nbhd: Neighborhood, has_rpb: bool):
+    operands = (QUERY_HEADS, KV_HEADS, HEADS_FIRST) if has_rpb else (QUERY_HEADS, KV_HEADS)
+    return Layout(nbhd.rank, query.shape[-2] // key.shape[-2], operands, (QUERY_HEADS,))
+
+
+def nn_result(weights, value):
+    """NN: `[*batch, *spatial, heads, dim]` in value's dtype."""
+    return jax.ShapeDtypeStruct(weights.shape[:-1] + value.shape[-1:], value.dtype)
+
+
+def nn_layout(weights, value, nbhd: Neighborhood):
+    return Layout(nbhd.rank, weights.shape[-2] // value.shape[-2], (QUERY_HEADS, KV_HEADS), (QUERY_HEADS,))
+
+
+def in_result(values, heads_kv):
+    """IN: `[*batch, *spatial, heads_kv, dim]` in values' dtype."""
+    return jax.ShapeDtypeStruct(values.shape[:-2] + (heads_kv, values.shape[-1]), values.dtype)
+
+
+def in_layout(weights, heads_kv, nbhd: Neighborhood):
+    return Layout(nbhd.rank, weights.shape[-2] // heads_kv, (QUERY_HEADS, QUERY_HEADS), (KV_HEADS,))
+
+
+def fused_forward_result(query, value):
+    """Fused forward: out `[*batch, *spatial, heads, dim_v]` in query's dtype, lse
+    `[*batch, *spatial, heads]` in float32."""
+    return (jax.ShapeDtypeStruct(query.shape[:-1] + value.shape[-1:], query.dtype),
+            jax.ShapeDtypeStruct(query.shape[:-1], jnp.float32))
+
+
+def fused_forward_layout(query, key, nbhd: Neighborhood, has_rpb: bool):
+    operands = (QUERY_HEADS, KV_HEADS, KV_HEADS) + ((HEADS_FIRST,) if has_rpb else ())
+    return Layout(nbhd.rank, query.shape[-2] // key.shape[-2], operands, (QUERY_HEADS, QUERY_HEADS))
+
+
+def _neighborhood_attributes(nbhd: Neighborhood):
+    return {
+        "kernel_size": np.asarray(nbhd.kernel_size, np.int64),
+        "stride": np.asarray(nbhd.stride, np.int64),
+        "dilation": np.asarray(nbhd.dilation, np.int64),
+        "is_causal": np.asarray(nbhd.is_causal, np.int64),
+    }
+
+
+FUSED_FORWARD_TARGET = f"{cuda.TARGET_PREFIX}na_fused_forward"
+
+
+@dataclasses.dataclass(frozen=True)
+class FfiShards:
+    """The operators on one shard by the FFI targets registered for the XLA `platform` ("CUDA" or
+    "cpu"): PN, NN and IN of kernel `variant` (`jax_natten_na_{pn,nn,in}_{variant}`), and the
+    fused forward (`jax_natten_na_fused_forward`, CUDA only)."""
+
+    variant: str
+    platform: str = "CUDA"
+
+    def __post_init__(self):
+        if self.platform not in ("CUDA", "cpu"):
+            raise ValueError(f"platform={self.platform!r}: expected 'CUDA' or 'cpu'")
+
+    def target(self, operator: str) -> str:
+        return f"{cuda.TARGET_PREFIX}na_{operator}_{self.variant}"
+
+    def unavailable_reason(self, jax_platform: str | None = None, capability=None) -> str | None:
+        """Why these targets cannot run when JAX runs on `jax_platform` (on CUDA: on a GPU of
+        compute capability `capability`), or None."""
+        if self.platform == "cpu":
+            return cuda.emulation_unavailable_reason(jax_platform)
+        return cuda.unavailable_reason(jax_platform, capability)
+
+    def _call(self, target, result, nbhd: Neighborhood, *args, **attributes):
+        # "broadcast_all": a vmapped axis arrives as one more leading axis, which the handlers
+        # count as batch (`Operators` gives a vmap rule of its own; this covers a bare call).
+        call = jax.ffi.ffi_call(target, result, vmap_method="broadcast_all")
+        return call(*args, **attributes, **_neighborhood_attributes(nbhd))
+
+    def pn(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
+        if rpb is None:
+            rpb = jnp.zeros((0,), query.dtype)
+        return self._call(self.target("pn"), pn_result(query, nbhd, out_dtype), nbhd, query, key, rpb,
+                          scale=np.float32(scale), empty_value=np.float32(empty_value))
+
+    def nn(self, weights, value, nbhd: Neighborhood, scale):
+        return self._call(self.target("nn"), nn_result(weights, value), nbhd, weights, value,
+                          scale=np.float32(scale))
+
+    def inverse(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
+        return self._call(self.target("in"), in_result(values, heads_kv), nbhd, weights, values,
+                          scale=np.float32(scale))
+
+    def fused_forward(self, query, key, value, rpb, nbhd: Neighborhood, scale):
+        # The handler takes its tile boxes from the planner (`fused_plan.plan`).
+        spatial = query.shape[-nbhd.rank - 2:-2]
+        tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name)
+        if rpb is None:
+            rpb = jnp.zeros((0,), query.dtype)
+        return self._call(FUSED_FORWARD_TARGET, fused_forward_result(query, value), nbhd, query, key, value, rpb,
+                          scale=np.float32(scale), q_tile=np.asarray(tiles.q_tile, np.int64),
+                          kv_tile=np.asarray(tiles.kv_tile, np.int64))
+
+
+def _partitioned_with_optional(per_shard, layout, operands, optional):
+    """`per_shard(*operands, optional)` partitioned; `optional` (the bias table or None) is an
+    operand only when given."""
+    if optional is None:
+        return partitioned(lambda *xs: per_shard(*xs, None), layout)(*operands)
+    return partitioned(per_shard, layout)(*operands, optional)
+
+
+@dataclasses.dataclass(frozen=True)
+class Operators:
+    """The kernel operators over any leading batch axes, partitioned over batch and heads, on `shards`."""
+
+    shards: object
 
     def pn(self, query, key, rpb, nbhd: Neighborhood, scale, empty_value, out_dtype):
         """`scale * q.k (+ rpb)` per slot, `[*batch, *spatial, heads, window]` in `out_dtype`;
         `empty_value` in the empty slots of causal windows."""
-        group = query.shape[-2] // key.shape[-2]
-        if rpb is None:
-            layout = Layout(nbhd.rank, group, (QUERY_HEADS, KV_HEADS), (QUERY_HEADS,))
-            return partitioned(lambda q, k: self.pn_shard(q, k, None, nbhd, scale, empty_value, out_dtype),
-                               layout)(query, key)
-        layout = Layout(nbhd.rank, group, (QUERY_HEADS, KV_HEADS, HEADS_FIRST), (QUERY_HEADS,))
-        return partitioned(lambda q, k, b: self.pn_shard(q, k, b, nbhd, scale, empty_value, out_dtype),
-                           layout)(query, key, rpb)
+        return _partitioned_with_optional(
+            lambda q, k, b: self.shards.pn(q, k, b, nbhd, scale, empty_value, out_dtype),
+            pn_layout(query, key, nbhd, rpb is not None), (query, key), rpb)
 
     def nn(self, weights, value, nbhd: Neighborhood, scale):
         """`scale * sum_t weights[..., t] * value[neighbor t]`, in value's dtype."""
-        layout = Layout(nbhd.rank, weights.shape[-2] // value.shape[-2], (QUERY_HEADS, KV_HEADS), (QUERY_HEADS,))
-        return partitioned(lambda w, v: self.nn_shard(w, v, nbhd, scale), layout)(weights, value)
+        return partitioned(lambda w, v: self.shards.nn(w, v, nbhd, scale),
+                           nn_layout(weights, value, nbhd))(weights, value)
 
     def inverse(self, weights, values, nbhd: Neighborhood, heads_kv, scale):
         """IN: per key, `scale * sum` over the (query, slot, query head of its group) that read it
         of `weights * values`, `[*batch, *spatial, heads_kv, dim]` in values' dtype."""
         group = weights.shape[-2] // heads_kv
-        layout = Layout(nbhd.rank, group, (QUERY_HEADS, QUERY_HEADS), (KV_HEADS,))
-        return partitioned(lambda w, x: self.in_shard(w, x, nbhd, x.shape[-2] // group, scale),
-                           layout)(weights, values)
+        # Under head sharding each shard holds `heads_kv / shards` KV heads: read them off the shard.
+        return partitioned(lambda w, x: self.shards.inverse(w, x, nbhd, x.shape[-2] // group, scale),
+                           in_layout(weights, heads_kv, nbhd))(weights, values)
+
+    def fused_forward(self, query, key, value, rpb, nbhd: Neighborhood, scale):
+        """`(out, lse)` of neighborhood attention over the window only (no additional tokens),
+        out in query's dtype, lse float32."""
+        return _partitioned_with_optional(
+            lambda q, k, v, b: self.shards.fused_forward(q, k, v, b, nbhd, scale),
+            fused_forward_layout(query, key, nbhd, rpb is not None), (query, key, value), rpb)
