@@ -29,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 import jax_natten as jn
 import jax_natten.cuda
 from jax_natten import backends
+from conftest import require_emulation
 from test_unfused_cuda import TOLERANCE, check_config, random_config, relative_error
 
 EMULATED = ("naive-emulated", "gemm-emulated")
@@ -39,12 +40,7 @@ CHUNKS = 8  # tests per backend and dtype, so that pytest-xdist spreads the swee
 
 @pytest.fixture(autouse=True)
 def emulation():
-    reason = jax_natten.cuda.emulation_unavailable_reason("cpu")
-    if reason is None:
-        return
-    if os.environ.get("JAX_NATTEN_REQUIRE_EMULATION") == "1":
-        pytest.fail(f"JAX_NATTEN_REQUIRE_EMULATION=1 but the emulated kernels cannot run: {reason}")
-    pytest.skip(reason)
+    require_emulation()
 
 
 def test_targets_registered_for_cpu():
