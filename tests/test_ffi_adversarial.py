@@ -2,7 +2,9 @@
 check): the handlers of the host emulation, which share their binding and buffer checks with
 the CUDA handlers (cuda/include/jax_natten/unfused_ffi.h, ffi_util.h), must answer each bad call
 with an error naming what is wrong, never a crash or a wrong-sized write; well-formed calls with
-empty axes must return empty results. A crash takes the pytest worker down and fails the test.
+empty axes must return empty results. A crash takes the pytest worker down and fails the test. (XLA does not call a
+handler whose results are all empty, so bad calls with empty results cannot reach it from here:
+the fuzz harness tests/cpp/ffi_fuzz_test.cc calls the handlers directly.)
 
 Needs the host emulation (JAX_NATTEN_EMULATION=ON); skips without it, unless
 JAX_NATTEN_REQUIRE_EMULATION=1 (CI), which makes it fail instead.
@@ -92,7 +94,6 @@ BAD_CALLS = [
     ("output of the wrong window", lambda b: pn(b, zeros(1, 8, 2, 8), zeros(1, 8, 2, 8), window=4),
      "output: shape does not match"),
     ("rpb of the wrong size", lambda b: pn(b, zeros(1, 8, 2, 8), zeros(1, 8, 2, 8), rpb=zeros(2, 4)), "rpb: expected"),
-    ("rpb for zero query heads", lambda b: pn(b, zeros(1, 8, 0, 8), zeros(1, 8, 1, 8), rpb=zeros(3)), "rpb: expected"),
     ("rpb of another dtype", lambda b: pn(b, zeros(1, 8, 2, 8), zeros(1, 8, 2, 8), rpb=zeros(2, 5, dtype=jnp.float16)),
      "one dtype"),
     ("key of another dtype", lambda b: pn(b, zeros(1, 8, 2, 8), zeros(1, 8, 2, 8, dtype=jnp.float16)), "one dtype"),
