@@ -26,6 +26,7 @@ from jax_natten.neighborhood import Neighborhood, window
 Q_TILE_ROWS = 64  # kernel.h: kQTileRows (4 warps x 16 rows)
 THREADS = 128
 STAGES = 2  # K/V tiles in flight
+KEY_TABLE_BYTES = 12  # mask.h: KeyTable, an int and an int64 per key of a KV tile
 HEAD_DIM_CLASSES = (32, 64, 128, 256)
 STATIC_TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "fused_static.json"
 
@@ -149,7 +150,7 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
         grid=(math.prod(a.launched for a in axes), heads, min(batch, 65535)),
         ctas_with_work=ctas, kv_tiles_mean=kv_sum / ctas, kv_tiles_max=math.prod(a.kv_tiles_max for a in axes),
         tile_efficiency=efficiency(axes), fast_path_fraction=math.prod(a.unmasked for a in axes) / kv_sum,
-        smem_bytes=(Q_TILE_ROWS + 2 * STAGES * kv_rows) * head_class * 2,
+        smem_bytes=(Q_TILE_ROWS + 2 * STAGES * kv_rows) * head_class * 2 + KEY_TABLE_BYTES * kv_rows,
         registers=None if entry is None else entry["registers"],
         spill_bytes=None if entry is None else entry["spill_bytes"])
 
