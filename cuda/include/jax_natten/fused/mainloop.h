@@ -94,13 +94,13 @@ template <class Cfg, int kRows, class Ctx, class RowToken, class CopyChunk>
 JAX_NATTEN_CTA void gather_rows(const Ctx& ctx, const RowToken& token, const CopyChunk& copy_chunk) {
   constexpr int kChunksPerRow = Cfg::kHeadDim / Cfg::kChunk;
   constexpr int kRowStep = Cfg::kThreads / kChunksPerRow;
-  static_assert(Cfg::kThreads % kChunksPerRow == 0 && kRows % kRowStep == 0, "every thread copies whole rows");
+  static_assert(Cfg::kThreads % kChunksPerRow == 0, "a thread copies the same column of its rows");
   const int first_row = ctx.thread_index() / kChunksPerRow;
   const int col = (ctx.thread_index() % kChunksPerRow) * Cfg::kChunk;
   CUTE_UNROLL
-  for (int i = 0; i < kRows / kRowStep; ++i) {
+  for (int i = 0; i < (kRows + kRowStep - 1) / kRowStep; ++i) {
     const int row = first_row + i * kRowStep;
-    copy_chunk(row, col, token(row));
+    if (kRows % kRowStep == 0 || row < kRows) copy_chunk(row, col, token(row));
   }
 }
 
