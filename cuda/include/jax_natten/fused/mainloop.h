@@ -185,7 +185,7 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
   gather_rows<Cfg, BQ>(ctx, q_token, [&](int row, int col, int64_t token) {
     copy_chunk<Cfg>(ctx, smem.q, typename Cfg::SmemQ{}, q, int64_t(p.heads) * p.dim, p.dim, row, col, token);
   });
-  load_kv(0);
+  if (t.kv_tiles > 0) load_kv(0);  // no tile 0 if the union of the windows is empty along an axis
   ctx.cp_async_commit();
 
   typename Cfg::template TiledMma<Ctx> mma;
