@@ -1,14 +1,16 @@
 """Static gate of the fused forward's instantiations, no GPU needed: builds each (dtype, head-dim
 class, arch) as a cubin with nvcc, reads registers, stack and local memory (cuobjdump
 -res-usage) and the SASS instruction mix (cuobjdump -sass, nvdisasm), checks 0 spill bytes, no
-local memory, registers within the budget and HMMA / LDGSTS present, and writes the table that
-`python -m jax_natten plan` reads (benchmarks/results/fused_static.json, and a .md copy).
+local memory, registers within the budget and HMMA / LDGSTS / LDSM present, and writes the table
+that `python -m jax_natten plan` reads (benchmarks/results/fused_static.json, and a .md copy).
 
   python benchmarks/fused_static.py [--dtypes half_t,bfloat16_t] [--head-dims 32,64,128,256]
                                     [--archs sm_80,sm_90a] [--out benchmarks/results/fused_static.json]
+                                    [--warps N --kv-rows M]   (a tile shape other than kernel.h's default)
 
-LDSM is reported, not required: the kernel reads MMA operands from shared memory with plain
-loads (the host emulation has no ldmatrix yet).
+SASS counts the kernel's instructions (NOPs included, never-issued "@!PT" placeholders not), LDS
+its plain shared loads: the MMA operands come through ldmatrix (LDSM), so LDS are only the
+scalar reads of the key table left.
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ def tool(name):
     return str(wheel) if wheel.exists() else (shutil.which(name) or name)
 
 
-def gate(dtype: str, dim: int, arch: str, work: pathlib.Path) -> dict:
+def gate(dtype: str, dim: int, arch: str, work: pathlib.Path, defines=()) -> dict:
     import cutlass_library
     cutlass = pathlib.Path(cutlass_library.__file__).parent / "source" / "include"
     unit = work / f"forward_{dtype}_{dim}.cu"
     unit.write_text(UNIT.format(dtype=dtype, dim=dim))
     cubin = work / f"forward_{dtype}_{dim}_{arch}.cubin"
-    subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-arch={arch}", "-cubin",
+    subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-arch={arch}", "-cubin", *defines,
                     f"-I{REPO / 'cuda' / 'include'}", f"-I{cutlass}", str(unit), "-o", str(cubin)], check=True)
     env = dict(os.environ, PATH=str(pathlib.Path(tool("nvdisasm")).parent) + os.pathsep + os.environ["PATH"])
     resources = subprocess.run([tool("cuobjdump"), "-res-usage", str(cubin)], capture_output=True, text=True,
@@ -50,16 +52,19 @@ def gate(dtype: str, dim: int, arch: str, work: pathlib.Path) -> dict:
                           env=env).stdout
     registers, stack, _, local = map(int, re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)",
                                                     resources).groups())
-    ops = collections.Counter(m.group(1).split(".")[0] for m in
-                              re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", sass))
+    # "@!PT" instructions are never issued (ptxas' scheduling placeholders, e.g. "@!PT LDS RZ, [RZ]"):
+    # not counted.
+    ops = collections.Counter(m.group(2).split(".")[0] for m in
+                              re.finditer(r"/\*[0-9a-f]{4,}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", sass)
+                              if (m.group(1) or "").strip() != "@!PT")
     entry = {"dtype": {"half_t": "float16", "bfloat16_t": "bfloat16"}[dtype], "head_dim": dim, "arch": arch,
              "registers": registers, "stack_bytes": stack, "local_bytes": local, "spill_bytes": stack + local,
              "HMMA": ops["HMMA"], "LDGSTS": ops["LDGSTS"], "LDSM": ops["LDSM"], "LDS": ops["LDS"],
-             "SHFL": ops["SHFL"]}
+             "SHFL": ops["SHFL"], "SASS": sum(ops.values())}
     failures = [what for what, bad in (
         (f"{registers} registers > {REGISTER_BUDGET}", registers > REGISTER_BUDGET),
         (f"stack/local memory {stack}/{local} bytes", stack or local),
-        ("no HMMA", not ops["HMMA"]), ("no LDGSTS", not ops["LDGSTS"])) if bad]
+        ("no HMMA", not ops["HMMA"]), ("no LDGSTS", not ops["LDGSTS"]), ("no LDSM", not ops["LDSM"])) if bad]
     entry["failures"] = failures
     return entry
 
@@ -70,20 +75,24 @@ def main(argv=None):
     parser.add_argument("--head-dims", default="32,64,128,256")
     parser.add_argument("--archs", default="sm_80,sm_90a")
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "fused_static.json")
+    parser.add_argument("--warps", type=int, help="JAX_NATTEN_FUSED_WARPS (Q tile rows: 16 per warp)")
+    parser.add_argument("--kv-rows", type=int, help="JAX_NATTEN_FUSED_KV_ROWS (half at head dim 256)")
     args = parser.parse_args(argv)
+    defines = [f"-DJAX_NATTEN_FUSED_{name}={value}" for name, value in (("WARPS", args.warps), ("KV_ROWS", args.kv_rows))
+               if value is not None]
     entries = []
     with tempfile.TemporaryDirectory() as work:
         for arch in args.archs.split(","):
             for dtype in args.dtypes.split(","):
                 for dim in map(int, args.head_dims.split(",")):
-                    entries.append(gate(dtype, dim, arch, pathlib.Path(work)))
+                    entries.append(gate(dtype, dim, arch, pathlib.Path(work), defines))
                     print(json.dumps(entries[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"kernels": entries}, indent=1) + "\n")
-    lines = ["| arch | dtype | head dim | registers | spill/local bytes | HMMA | LDGSTS | LDSM | LDS | SHFL | gate |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| arch | dtype | head dim | registers | spill/local bytes | HMMA | LDGSTS | LDSM | LDS | SHFL | SASS | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {e['arch']} | {e['dtype']} | {e['head_dim']} | {e['registers']} | {e['spill_bytes']} | {e['HMMA']} | "
-              f"{e['LDGSTS']} | {e['LDSM']} | {e['LDS']} | {e['SHFL']} | {'; '.join(e['failures']) or 'ok'} |"
+              f"{e['LDGSTS']} | {e['LDSM']} | {e['LDS']} | {e['SHFL']} | {e['SASS']} | {'; '.join(e['failures']) or 'ok'} |"
               for e in entries]
     args.out.with_suffix(".md").write_text(f"`python benchmarks/fused_static.py {' '.join(argv or sys.argv[1:])}`\n\n"
                                            + "\n".join(lines) + "\n")

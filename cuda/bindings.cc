@@ -19,6 +19,8 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForward);
 std::vector<int> JaxNattenFusedHeadDimClasses();  // cuda/ffi/fused.cu
+int JaxNattenFusedQTileRows();
+std::vector<int> JaxNattenFusedKvTileRows();
 
 namespace {
 
@@ -47,4 +49,6 @@ NB_MODULE(_cuda, m) {
   // CMake's CUDA_ARCHITECTURES entries, comma-separated: "80-real,90a-real,80-virtual".
   m.def("cuda_archs", []() { return JAX_NATTEN_CUDA_ARCHS; });
   m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClasses);
+  m.def("fused_q_tile_rows", &JaxNattenFusedQTileRows);
+  m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRows);  // per head-dim class
 }

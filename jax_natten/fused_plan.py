@@ -23,16 +23,25 @@ import numpy as np
 
 from jax_natten.neighborhood import Neighborhood, window
 
-Q_TILE_ROWS = 64  # kernel.h: kQTileRows (4 warps x 16 rows)
-THREADS = 128
+# kernel.h's default tile shape: 4 warps x 16 query rows by 64 keys (32 at head dim 256).
+DEFAULT_Q_TILE_ROWS = 64
+DEFAULT_KV_TILE_ROWS = 64
+THREADS_PER_Q_ROW = 2  # a warp of 32 threads per 16 query rows
 STAGES = 2  # K/V tiles in flight
+KEY_TABLE_BYTES = 12  # mask.h: KeyTable, an int and an int64 per key of a KV tile
 HEAD_DIM_CLASSES = (32, 64, 128, 256)
 STATIC_TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "fused_static.json"
 
 
-def kv_tile_rows(head_dim_class: int) -> int:
-    """kernel.h: kv_tile_rows."""
-    return 32 if head_dim_class == 256 else 64
+def tile_rows(head_dim_class: int) -> tuple[int, int]:
+    """(Q, KV) tile rows of the head-dim class: those the installed extension was built with
+    (kernel.h's JAX_NATTEN_FUSED_WARPS and JAX_NATTEN_FUSED_KV_ROWS), else kernel.h's defaults."""
+    from jax_natten import cuda
+    module = cuda.extension()
+    classes = () if module is None else tuple(module.fused_head_dim_classes())
+    if head_dim_class in classes:
+        return module.fused_q_tile_rows(), module.fused_kv_tile_rows()[classes.index(head_dim_class)]
+    return DEFAULT_Q_TILE_ROWS, DEFAULT_KV_TILE_ROWS // 2 if head_dim_class == 256 else DEFAULT_KV_TILE_ROWS
 
 
 def head_dim_class(head_dim: int, head_dim_v: int) -> int | None:
@@ -121,11 +130,11 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
     rank = len(spatial_shape)
     if nbhd.rank != rank:
         raise ValueError(f"spatial_shape has {rank} axes, the neighborhood {nbhd.rank}")
-    kv_rows = kv_tile_rows(head_class)
+    q_rows, kv_rows = tile_rows(head_class)
     spatial_shape = tuple(spatial_shape)
-    q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, Q_TILE_ROWS))
+    q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, q_rows))
     kv_choices = [tuple(kv_tile)] if kv_tile is not None else list(_boxes(rank, kv_rows))
-    for name, boxes, rows in (("q_tile", q_choices, Q_TILE_ROWS), ("kv_tile", kv_choices, kv_rows)):
+    for name, boxes, rows in (("q_tile", q_choices, q_rows), ("kv_tile", kv_choices, kv_rows)):
         if any(len(b) != rank or math.prod(b) != rows for b in boxes):
             raise ValueError(f"{name}: {rank} per-axis extents with product {rows}")
 
@@ -149,7 +158,7 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
         grid=(math.prod(a.launched for a in axes), heads, min(batch, 65535)),
         ctas_with_work=ctas, kv_tiles_mean=kv_sum / ctas, kv_tiles_max=math.prod(a.kv_tiles_max for a in axes),
         tile_efficiency=efficiency(axes), fast_path_fraction=math.prod(a.unmasked for a in axes) / kv_sum,
-        smem_bytes=(Q_TILE_ROWS + 2 * STAGES * kv_rows) * head_class * 2,
+        smem_bytes=(q_rows + 2 * STAGES * kv_rows) * head_class * 2 + KEY_TABLE_BYTES * kv_rows,
         registers=None if entry is None else entry["registers"],
         spill_bytes=None if entry is None else entry["spill_bytes"])
 
@@ -169,7 +178,7 @@ def format_plan(name: str, p: FusedPlan) -> str:
             f"{p.head_dim_class}, grid {p.grid[0]}x{p.grid[1]}x{p.grid[2]} ({p.ctas_with_work} Q tiles with work per "
             f"batch and head), KV tiles per Q tile {p.kv_tiles_mean:.1f} mean / {p.kv_tiles_max} max, tile efficiency "
             f"{p.tile_efficiency:.3f}, unmasked KV tiles {p.fast_path_fraction:.3f}, smem {p.smem_bytes // 1024} KiB/CTA "
-            f"({THREADS} threads), {registers}")
+            f"({THREADS_PER_Q_ROW * math.prod(p.q_tile)} threads), {registers}")
 
 
 def main(args):

@@ -71,6 +71,12 @@ class _FakeExtension:
     def fused_head_dim_classes(self):
         return (32, 64, 128, 256)
 
+    def fused_q_tile_rows(self):
+        return 64
+
+    def fused_kv_tile_rows(self):
+        return (64, 64, 64, 32)
+
 
 def _explain_on_gpu(monkeypatch, archs, capability):
     monkeypatch.setattr(cuda, "_cuda", _FakeExtension(archs))

@@ -53,7 +53,8 @@ def test_thread_sanitizer_clean():
 # on the host; on the GPU a copy may land as soon as it is issued (compute-sanitizer racecheck
 # in benchmarks/device.sh covers it).
 MUTANTS = {
-    # The barrier after the K/V loads: warps read K/V that other warps have not landed yet.
+    # The barrier after the K/V loads: warps read K/V that other warps have not landed yet. The
+    # reads are ldmatrix's, so this also shows that the shadow sees them.
     "dropped barrier after the loads": (
         "fused/mainloop.h", "ctx.sync_threads();               // ... and every other thread's", "", "shadow"),
     # Waiting for one group too few: KV tile j is still in flight when it is read.
@@ -61,6 +62,10 @@ MUTANTS = {
                               "plain"),
     # The KV box one key short: the last key of the union of the windows is never visited.
     "off-by-one KV tile range": ("fused/scheduler.h", "at.kv_end = last.end;", "at.kv_end = last.end - 1;", "plain"),
+    # ldmatrix hands each lane its neighbour's fragment: Q, K and V^T reach the wrong MMA lanes.
+    "wrong ldmatrix fragment mapping": (
+        "exec/host_ldsm.h", "return typename Traits::DstLayout{}(lane, bit);",
+        "return typename Traits::DstLayout{}(lane ^ 1, bit);", "plain"),
 }
 
 

@@ -87,6 +87,11 @@ def test_every_budget_check_fires():
     sm90 = dict(_record(registers=168, HMMA=4, LDSM=2), arch="sm_90a")
     assert violations(PN_F32_NAME, sm90) == ["168 registers > 128"]
     assert violations("void jax_natten::fused::fwd_kernel<float>()", _record()) == ["no row of BUDGETS covers this kernel"]
+    # The fused forward: 255 registers allowed, its operands through ldmatrix required.
+    fused = ("void jax_natten::fused::forward_kernel<jax_natten::fused::ForwardKernel<jax_natten::fused::Config<"
+             "cute::bfloat16_t, 128, 64, 64, 4>>>(jax_natten::fused::FusedParams)")
+    assert violations(fused, _record(registers=255, HMMA=4, LDSM=2, LDGSTS=2)) == []
+    assert violations(fused, _record(registers=255, HMMA=4, LDS=2, LDGSTS=2)) == ["no LDSM"]
 
 
 def test_short_name_drops_the_parameter_list():

@@ -39,6 +39,20 @@ cudaError_t launch_built_class(cudaStream_t stream, const FusedParams& p) {
   return launch_class<Elem, JAX_NATTEN_FUSED_HEAD_DIM_CLASSES>(stream, p);
 }
 
+// The built head-dim class that launch_class picks (0: none).
+int built_class(int dim, int dim_v) {
+  for (int c : {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}) {
+    if (dim <= c && dim_v <= c) return c;
+  }
+  return 0;
+}
+
+int box_rows(const int* tile, int rank) {
+  int rows = 1;
+  for (int a = 0; a < rank; ++a) rows *= tile[a];
+  return rows;
+}
+
 ffi::Error ReadTiles(Ints tile, int rank, const char* name, int* out) {
   if (static_cast<int>(tile.size()) != rank) return ffi::Error::InvalidArgument(std::string(name) + ": one entry per axis");
   for (int a = 0; a < rank; ++a) {
@@ -71,6 +85,12 @@ ffi::Error FusedForward(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffe
   if (q.heads > 65535) return ffi::Error::InvalidArgument("fused: at most 65535 heads");
   if (ffi::Error e = ReadTiles(q_tile, rank, "q_tile", p.q_tile); e.failure()) return e;
   if (ffi::Error e = ReadTiles(kv_tile, rank, "kv_tile", p.kv_tile); e.failure()) return e;
+  const int head_class = built_class(static_cast<int>(q.dim), static_cast<int>(v.dim));
+  if (head_class == 0) return ffi::Error::InvalidArgument("fused: no built head-dim class holds the head dims");
+  if (box_rows(p.q_tile, rank) != kQTileRows || box_rows(p.kv_tile, rank) != kv_tile_rows(head_class)) {
+    return ffi::Error::InvalidArgument("fused: q_tile / kv_tile boxes must hold " + std::to_string(kQTileRows) + " / " +
+                                       std::to_string(kv_tile_rows(head_class)) + " rows (the built tile shape)");
+  }
   p.batch = q.batch;
   p.tokens = q.tokens;
   p.heads = static_cast<int>(q.heads);
@@ -114,8 +134,15 @@ ffi::Error FusedForward(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffe
 }  // namespace
 }  // namespace jax_natten::fused
 
-// The built head-dim classes, for Python (bindings.cc).
+// The built head-dim classes and tile shape, for Python (bindings.cc): Q tile rows, and KV tile
+// rows per class.
 std::vector<int> JaxNattenFusedHeadDimClasses() { return {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}; }
+int JaxNattenFusedQTileRows() { return jax_natten::fused::kQTileRows; }
+std::vector<int> JaxNattenFusedKvTileRows() {
+  std::vector<int> rows;
+  for (int c : {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}) rows.push_back(jax_natten::fused::kv_tile_rows(c));
+  return rows;
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxNattenFusedForward, jax_natten::fused::FusedForward,
                               xla::ffi::Ffi::Bind()

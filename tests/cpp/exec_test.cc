@@ -1,6 +1,8 @@
 // Tests of the host emulation (cuda/include/jax_natten/exec/): the emulated SM80 MMA atoms against
-// a float64 product, warp shuffles, cp.async deferral (a missing wait reads poisoned memory), the
-// fiber and thread backends (bitwise identical), and the fiber backend's failure reports.
+// a float64 product, the emulated ldmatrix atoms against PTX's fragment rule (and a wrong
+// fragment layout caught), warp shuffles, cp.async deferral (a missing wait reads poisoned
+// memory), the fiber and thread backends (bitwise identical), and the fiber backend's failure
+// reports.
 //   exec_test            all checks, exit status 0 when all pass
 //   exec_test threads    the same on the thread backend only (for ThreadSanitizer/ASan builds)
 //   exec_test deadlock|diverge|returned   a broken CTA: must abort with a message
@@ -10,6 +12,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cute/tensor.hpp>
@@ -107,6 +110,74 @@ void test_mma(const char* name, bool fibers, uint32_t seed) {
   check(poisoned, std::string(name) + ": a missing cp.async wait reads poisoned smem");
 }
 
+// One warp runs the ldmatrix atom Ldsm (the emulation of Op) over four 8x8 matrices of distinct
+// 16-bit values in shared memory. As PTX assigns the row addresses, lane l < 8 * kMatrices points
+// to row l % 8 of matrix l / 8; the other lanes point to a row the instruction must ignore. Each
+// lane stores the registers it receives to out[4 * lane + register].
+template <class Op, class Ldsm>
+struct LdsmProbe {
+  static constexpr int kThreads = 32;
+  static constexpr int kMatrices = std::extent_v<typename Op::DRegisters>;
+  struct Shared {
+    alignas(16) uint16_t m[4][8][8];
+  };
+  template <class Ctx>
+  static void run(const Ctx& ctx, Shared& smem, const uint16_t* in, uint32_t* out) {
+    const int lane = ctx.thread_index();
+    for (int i = lane; i < 4 * 64; i += kThreads) (&smem.m[0][0][0])[i] = in[i];
+    ctx.sync_threads();
+    const uint16_t* row = lane < 8 * kMatrices ? smem.m[lane / 8][lane % 8] : smem.m[3][7 - lane % 8];
+    uint32_t regs[4] = {};
+    const auto& src = *reinterpret_cast<const cute::uint128_t*>(row);
+    if constexpr (kMatrices == 1) Ldsm::copy(src, regs[0]);
+    if constexpr (kMatrices == 2) Ldsm::copy(src, regs[0], regs[1]);
+    if constexpr (kMatrices == 4) Ldsm::copy(src, regs[0], regs[1], regs[2], regs[3]);
+    for (int r = 0; r < 4; ++r) out[4 * lane + r] = regs[r];
+  }
+};
+
+// PTX's rule for ldmatrix .m8n8 .b16 (the "Matrix fragment" figures): register r of lane t holds
+// two elements of matrix r, row t / 4 and columns 2 (t % 4) and 2 (t % 4) + 1 (the first in the
+// low half); with .trans the same of the transposed matrix.
+template <class Op, class Ldsm>
+bool ldsm_matches_ptx(ex::Lanes lanes, bool trans) {
+  using Probe = LdsmProbe<Op, Ldsm>;
+  std::vector<uint16_t> in(4 * 64);
+  for (int i = 0; i < 4 * 64; ++i) in[i] = uint16_t(0x100 + 37 * i);  // distinct, no 0
+  std::vector<uint32_t> out(4 * 32, 0);
+  ex::run_grid<Probe>(lanes, ex::Dim3{}, in.data(), out.data());
+  auto element = [&](int matrix, int row, int col) -> uint32_t {
+    return trans ? in[matrix * 64 + col * 8 + row] : in[matrix * 64 + row * 8 + col];
+  };
+  bool ok = true;
+  for (int t = 0; t < 32; ++t) {
+    for (int r = 0; r < 4; ++r) {
+      const uint32_t want = r < Probe::kMatrices ? element(r, t / 4, 2 * (t % 4)) | element(r, t / 4, 2 * (t % 4) + 1) << 16 : 0;
+      ok = ok && out[4 * t + r] == want;
+    }
+  }
+  return ok;
+}
+
+// A wrong fragment layout: each lane receives its neighbour's registers.
+template <class Op>
+struct NeighbourLdsmLayouts {
+  static int src(int lane, int bit) { return ex::LdsmLayouts<Op>::src(lane, bit); }
+  static int dst(int lane, int bit) { return ex::LdsmLayouts<Op>::dst((lane + 1) % 32, bit); }
+};
+
+template <class Op>
+void test_ldsm(const char* name, bool trans, bool fibers) {
+  using Emulated = ex::HostContext::ldsm_op<Op>;
+  for (ex::Lanes lanes : {ex::Lanes::kThreads, ex::Lanes::kFibers}) {
+    if (lanes == ex::Lanes::kFibers && !fibers) continue;
+    const std::string backend = lanes == ex::Lanes::kFibers ? " (fibers)" : " (threads)";
+    check(ldsm_matches_ptx<Op, Emulated>(lanes, trans), std::string(name) + ": emulated ldmatrix == PTX's fragments" + backend);
+  }
+  check(!ldsm_matches_ptx<Op, ex::HostLdsm<Op, NeighbourLdsmLayouts<Op>>>(ex::Lanes::kThreads, trans),
+        std::string(name) + ": a wrong fragment layout is caught");
+}
+
 // Every lane ends with the sum over its warp of (lane + 1), by an xor-shuffle butterfly.
 // kSteps < 5 drops part of the cross-lane reduction.
 template <int kSteps>
@@ -170,6 +241,12 @@ int main(int argc, char** argv) {
   test_mma<SM80_16x8x16_F32F16F16F32_TN, half_t>("float16 m16n8k16", fibers, 1);
   test_mma<SM80_16x8x16_F32BF16BF16F32_TN, bfloat16_t>("bfloat16 m16n8k16", fibers, 2);
   test_mma<SM80_16x8x8_F32TF32TF32F32_TN, tfloat32_t>("tf32 m16n8k8", fibers, 3);
+  test_ldsm<SM75_U32x1_LDSM_N>("ldmatrix.x1", false, fibers);
+  test_ldsm<SM75_U32x2_LDSM_N>("ldmatrix.x2", false, fibers);
+  test_ldsm<SM75_U32x4_LDSM_N>("ldmatrix.x4", false, fibers);
+  test_ldsm<SM75_U16x2_LDSM_T>("ldmatrix.x1.trans", true, fibers);
+  test_ldsm<SM75_U16x4_LDSM_T>("ldmatrix.x2.trans", true, fibers);
+  test_ldsm<SM75_U16x8_LDSM_T>("ldmatrix.x4.trans", true, fibers);
   for (ex::Lanes lanes : {ex::Lanes::kThreads, ex::Lanes::kFibers}) {
     if (lanes == ex::Lanes::kFibers && !fibers) continue;
     const char* name = lanes == ex::Lanes::kFibers ? "fibers" : "threads";

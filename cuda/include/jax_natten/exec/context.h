@@ -1,8 +1,8 @@
 // Execution contexts: how CTA-level kernel code reaches the hardware. Kernel code never names
-// threadIdx, blockIdx, __syncthreads, __shfl*_sync, cp.async or an mma.sync atom directly; it
-// takes `const Ctx& ctx` and calls these members, so that one source builds for the GPU
-// (DeviceContext, device_context.cuh) and for the host emulation (HostContext, host_context.h),
-// which runs a CTA as N lanes on the CPU.
+// threadIdx, blockIdx, __syncthreads, __shfl*_sync, cp.async, an mma.sync or an ldmatrix atom
+// directly; it takes `const Ctx& ctx` and calls these members, so that one source builds for the
+// GPU (DeviceContext, device_context.cuh) and for the host emulation (HostContext,
+// host_context.h), which runs a CTA as N lanes on the CPU.
 //
 // The API (every context has all of it; names are stable, new members may be added):
 //
@@ -22,6 +22,10 @@
 //                                         SM80 tensor-core operation Op: Op itself on the device,
 //                                         its emulation on the host. Emulated: the float16,
 //                                         bfloat16 and TF32 atoms of SM80 listed in host_mma.h.
+//   typename Ctx::template ldsm_op<Op>    the copy operation to put in a cute::Copy_Atom for the
+//                                         ldmatrix atom Op (SM75_U32x{1,2,4}_LDSM_N,
+//                                         SM75_U16x{2,4,8}_LDSM_T): Op itself on the device, its
+//                                         emulation on the host (host_ldsm.h).
 //
 // Indices have the types of CUDA's built-ins (unsigned), so that code written against a context
 // compiles to the same instructions as code naming the built-ins: a signed index changes how

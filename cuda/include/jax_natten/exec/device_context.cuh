@@ -12,6 +12,8 @@ namespace jax_natten::exec {
 struct DeviceContext {
   template <class Op>
   using mma_op = Op;
+  template <class Op>
+  using ldsm_op = Op;
 
   __device__ __forceinline__ unsigned thread_index() const { return threadIdx.x; }
   __device__ __forceinline__ unsigned block_threads() const { return blockDim.x; }

@@ -2,8 +2,8 @@
 // N lanes is an EmuCta; a backend runs its lanes (fiber_cta.h: cooperative fibers on one OS
 // thread, the fast default; thread_cta.h: one std::thread per lane, for ThreadSanitizer and
 // AddressSanitizer) and supplies the two waits that everything here is built on: the CTA barrier
-// and the rendezvous of one warp's 32 lanes. Warp-collective instructions (shuffles, mma.sync)
-// are emulated over that rendezvous: each lane posts its registers in its warp's staging area,
+// and the rendezvous of one warp's 32 lanes. Warp-collective instructions (shuffles, mma.sync,
+// ldmatrix) are emulated over that rendezvous: each lane posts its registers in its warp's staging area,
 // and after the rendezvous reads what it needs of the others'. cp.async is emulated by deferring
 // each copy to the wait that covers it, so that reading the destination before the wait sees
 // the old (poisoned) shared memory, as it may on the GPU.
@@ -20,11 +20,13 @@ namespace jax_natten::exec {
 constexpr int kWarpSize = 32;
 
 // What the lanes of one warp post for a warp-collective instruction. MMA operands are posted
-// decoded to float (each lane decodes its own registers once).
+// decoded to float (each lane decodes its own registers once); ldmatrix rows as they are in
+// shared memory.
 struct WarpStage {
   float a[kWarpSize][8];
   float b[kWarpSize][4];
   uint32_t word[kWarpSize];
+  uint16_t row[kWarpSize][8];
 };
 
 // A cp.async copy issued by a lane and not yet landed.
@@ -74,6 +76,10 @@ template <class Op>
 struct AtomLayouts;  // host_mma.h
 template <class Op, class Layouts>
 struct HostMma;
+template <class Op>
+struct LdsmLayouts;  // host_ldsm.h
+template <class Op, class Layouts>
+struct HostLdsm;
 
 // Lands the copies of lane `lane` up to (not including) index `end`, and drops them.
 inline void land_copies(LaneCopies& lane, size_t end) {
@@ -90,6 +96,8 @@ inline void land_copies(LaneCopies& lane, size_t end) {
 struct HostContext {
   template <class Op>
   using mma_op = HostMma<Op, AtomLayouts<Op>>;
+  template <class Op>
+  using ldsm_op = HostLdsm<Op, LdsmLayouts<Op>>;
 
   unsigned thread_index() const { return unsigned(t_lane); }
   unsigned block_threads() const { return unsigned(t_cta->threads()); }

@@ -20,6 +20,7 @@
 
 #include "jax_natten/exec/fiber_cta.h"
 #include "jax_natten/exec/host_context.h"
+#include "jax_natten/exec/host_ldsm.h"
 #include "jax_natten/exec/host_mma.h"
 #include "jax_natten/exec/shadow_smem.h"
 #include "jax_natten/exec/thread_cta.h"

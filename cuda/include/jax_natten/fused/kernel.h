@@ -36,14 +36,26 @@ inline exec::Dim3 launch_grid(const FusedParams& p) {
           static_cast<unsigned>(p.batch < kMaxGridZ ? p.batch : kMaxGridZ)};
 }
 
-// Tile rows per head-dim class: 64 queries (4 warps) by 64 keys; 32 keys at head dim 256 so that
-// two K/V stages stay within shared memory.
-template <int kHeadDim>
-constexpr int kv_tile_rows() { return kHeadDim == 256 ? 32 : 64; }
-constexpr int kQTileRows = 64;
-constexpr int kWarps = 4;
+// The tile shape: kWarps warps of 16 query rows each (a Q tile of 16 kWarps rows) by KV tiles of
+// JAX_NATTEN_FUSED_KV_ROWS keys, half of that at head dim 256 so that two K/V stages stay within
+// shared memory. Default 4 warps by 64 keys; a build switches every instantiation at once with
+// -DJAX_NATTEN_FUSED_WARPS=N -DJAX_NATTEN_FUSED_KV_ROWS=M (CMake: the cache variables of the same
+// names; benchmarks/fused_static.py: --warps, --kv-rows). The planner reads the built shape from
+// the extension (fused.cu: JaxNattenFusedQTileRows, JaxNattenFusedKvTileRows) and the handler
+// refuses boxes of another size.
+#ifndef JAX_NATTEN_FUSED_WARPS
+#define JAX_NATTEN_FUSED_WARPS 4
+#endif
+#ifndef JAX_NATTEN_FUSED_KV_ROWS
+#define JAX_NATTEN_FUSED_KV_ROWS 64
+#endif
+constexpr int kWarps = JAX_NATTEN_FUSED_WARPS;
+constexpr int kQTileRows = 16 * kWarps;
+constexpr int kv_tile_rows(int head_dim_class) {
+  return head_dim_class == 256 ? JAX_NATTEN_FUSED_KV_ROWS / 2 : JAX_NATTEN_FUSED_KV_ROWS;
+}
 
 template <class Elem, int kHeadDim>
-using ForwardConfig = Config<Elem, kHeadDim, kQTileRows, kv_tile_rows<kHeadDim>(), kWarps>;
+using ForwardConfig = Config<Elem, kHeadDim, kQTileRows, kv_tile_rows(kHeadDim), kWarps>;
 
 }  // namespace jax_natten::fused

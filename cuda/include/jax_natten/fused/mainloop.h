@@ -1,13 +1,13 @@
 // The fused neighborhood-attention forward for one CTA (one Q tile of one batch and head):
-// Q tile and KV tiles gathered into shared memory with a two-stage cp.async pipeline, S = Q K^T
-// on the tensor cores, mask (only on KV tiles not inside every window), online softmax in
-// registers, O += P V with P read straight from the S accumulator's registers, then the epilogue.
+// Q tile and KV tiles gathered into swizzled shared memory with a two-stage cp.async pipeline,
+// S = Q K^T on the tensor cores (Q and K fragments through ldmatrix), mask (only on KV tiles not
+// inside every window), online softmax in registers, O += P V with P read straight from the S
+// accumulator's registers and V^T through ldmatrix.trans, then the epilogue.
 //
-// Written once for every execution context Ctx (the real GPU one in kernel.cuh, the host
-// emulations in tests): the code here touches no thread or block index, barrier, shuffle or
-// asynchronous copy except through
-// jax_natten/exec/context.h's API (thread_index, sync_threads, shfl_xor, cp_async_16/commit/wait,
-// mma_op).
+// Written once for every execution context Ctx (the real GPU one in launch.cuh, the host
+// emulations in tests): the code here touches no thread or block index, barrier, shuffle,
+// asynchronous copy, MMA or ldmatrix except through jax_natten/exec/context.h's API
+// (thread_index, sync_threads, shfl_xor, cp_async_16/commit/wait, mma_op, ldsm_op).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -49,49 +49,85 @@ struct Config {
   static constexpr int kRowThreads = 4;
   static constexpr int kStages = 2;                 // K/V tiles in flight
   static constexpr int kChunk = 16 / sizeof(Elem);  // elements per 16-byte copy
+  // A tile step of 16 along N and K: one x4 ldmatrix fills the B registers of two n8 atoms.
   template <class Ctx>
   using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename Ctx::template mma_op<typename Sm80Atom<Elem>::Op>>,
-                                  cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>>;
+                                  cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>,
+                                  cute::Tile<cute::Int<16 * kWarps>, cute::_16, cute::_16>>;
+  // Q and K fragments (rows of the tile are M or N, head dim is K) and V^T fragments (V's rows
+  // are K of P V, read transposed).
+  template <class Ctx>
+  using LoadRows = cute::Copy_Atom<typename Ctx::template ldsm_op<cute::SM75_U32x4_LDSM_N>, Elem>;
+  template <class Ctx>
+  using LoadColumns = cute::Copy_Atom<typename Ctx::template ldsm_op<cute::SM75_U16x8_LDSM_T>, Elem>;
+
+  // Shared tiles are [rows][kHeadDim] in 8-row blocks whose 16-byte chunk c of row r sits at
+  // chunk c ^ (r % 8) of its 128-byte line (64-byte lines and c ^ (r / 2 % 4) at head dim 32):
+  // the 16-byte cp.async writes of a row and each 8-row phase of an ldmatrix (one chunk of 8
+  // consecutive rows) then touch every bank once.
+  static constexpr int kLineElems = kHeadDim % 64 == 0 ? 64 : 32;
+  using SmemAtom = decltype(cute::composition(
+      cute::Swizzle<kLineElems == 64 ? 3 : 2, 3, 3>{},
+      cute::Layout<cute::Shape<cute::_8, cute::Int<kLineElems>>, cute::Stride<cute::Int<kLineElems>, cute::_1>>{}));
+  using SmemQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<BQ>, cute::Int<kHeadDim>>{}));
+  using SmemKV = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<BK>, cute::Int<kHeadDim>>{}));
+  // A V tile seen as V^T: (head dim, key) -> the element (key, head dim) of SmemKV.
+  using SmemVt = decltype(cute::composition(
+      SmemKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<BK>>{}, cute::GenRowMajor{})));
+
   struct Shared {
     alignas(128) Elem q[BQ * kHeadDim];
     alignas(128) Elem k[kStages][BK * kHeadDim];
     alignas(128) Elem v[kStages][BK * kHeadDim];
+    KeyTable<BK> keys;
   };
   static_assert(BQ == 16 * kWarps, "one m16 row block per warp");
-  static_assert(kHeadDim % 16 == 0 && BK % 16 == 0, "tile sizes must fit the m16n8k16 atom");
+  static_assert(kHeadDim % 32 == 0 && BK % 16 == 0, "tile sizes must fit the tile step and the swizzle");
+  static_assert(BK <= kThreads, "one thread fills each key of the key table");
 };
 
-// Issue the copies of `rows` gathered token rows (`token[row]`, -1 for none) of `width` valid
-// elements into a [rows][kHeadDim] smem tile; padding rows and columns become zeros.
-template <class Cfg, class Ctx, class RowToken>
-JAX_NATTEN_CTA void load_rows(const Ctx& ctx, typename Cfg::Elem* dst, const typename Cfg::Elem* src,
-                                int rows, int64_t row_stride, int width, const RowToken& token) {
+// Issue the copies of the `kRows` rows of a shared tile, gathered from token rows (`token(row)`,
+// -1 for none). Each thread copies one 16-byte column of every kRowStep-th row, so that a row's
+// token is computed once for all the tiles that share it: copy_chunk(row, col, token) issues
+// (or zero-fills) the chunk of each.
+template <class Cfg, int kRows, class Ctx, class RowToken, class CopyChunk>
+JAX_NATTEN_CTA void gather_rows(const Ctx& ctx, const RowToken& token, const CopyChunk& copy_chunk) {
   constexpr int kChunksPerRow = Cfg::kHeadDim / Cfg::kChunk;
-  for (int c = ctx.thread_index(); c < rows * kChunksPerRow; c += Cfg::kThreads) {
-    const int row = c / kChunksPerRow, col = (c % kChunksPerRow) * Cfg::kChunk;
-    const int64_t t = token(row);
-    typename Cfg::Elem* chunk = dst + row * Cfg::kHeadDim + col;
-    if (t >= 0 && col < width) {
-      ctx.cp_async_16(chunk, src + t * row_stride + col);
-    } else {
-      for (int e = 0; e < Cfg::kChunk; ++e) chunk[e] = typename Cfg::Elem(0.f);
-    }
+  constexpr int kRowStep = Cfg::kThreads / kChunksPerRow;
+  static_assert(Cfg::kThreads % kChunksPerRow == 0, "a thread copies the same column of its rows");
+  const int first_row = ctx.thread_index() / kChunksPerRow;
+  const int col = (ctx.thread_index() % kChunksPerRow) * Cfg::kChunk;
+  CUTE_UNROLL
+  for (int i = 0; i < (kRows + kRowStep - 1) / kRowStep; ++i) {
+    const int row = first_row + i * kRowStep;
+    if (kRows % kRowStep == 0 || row < kRows) copy_chunk(row, col, token(row));
   }
 }
 
-// acc (C fragment) += sA (M x K) * sB (N x K)^T, both in shared memory, k-block by k-block.
-template <class TiledMma, class ThrMma, class SA, class SB, class Acc>
-JAX_NATTEN_CTA void smem_gemm(const TiledMma& mma, const ThrMma& thr, const SA& sA, const SB& sB, Acc& acc) {
+// One 16-byte chunk (row, col) of a shared tile with layout `tile`: from src + token * row_stride
+// + col, or zeros for a row without a token or columns past `width`.
+template <class Cfg, class Ctx, class Tile>
+JAX_NATTEN_CTA void copy_chunk(const Ctx& ctx, typename Cfg::Elem* smem, const Tile& tile,
+                               const typename Cfg::Elem* src, int64_t row_stride, int width, int row, int col,
+                               int64_t token) {
+  typename Cfg::Elem* chunk = smem + tile(row, col);
+  if (token >= 0 && col < width) {
+    ctx.cp_async_16(chunk, src + token * row_stride + col);
+  } else {
+    for (int e = 0; e < Cfg::kChunk; ++e) chunk[e] = typename Cfg::Elem(0.f);
+  }
+}
+
+// acc += A B^T over the k-blocks of the register fragments rA, rB; load(kb) fills k-block kb of
+// the fragments read from shared memory, one k-block ahead of the MMA that consumes it.
+template <class TiledMma, class RA, class RB, class Acc, class Load>
+JAX_NATTEN_CTA void pipelined_gemm(const TiledMma& mma, const RA& rA, const RB& rB, Acc& acc, const Load& load) {
   using namespace cute;
-  auto tA = thr.partition_A(sA);
-  auto tB = thr.partition_B(sB);
-  auto rA = make_fragment_like(tA(_, _, 0));
-  auto rB = make_fragment_like(tB(_, _, 0));
+  load(0);
   CUTE_UNROLL
-  for (int kb = 0; kb < size<2>(tA); ++kb) {
-    copy(tA(_, _, kb), rA);
-    copy(tB(_, _, kb), rB);
-    gemm(mma, rA, rB, acc);
+  for (int kb = 0; kb < size<2>(rA); ++kb) {
+    if (kb + 1 < size<2>(rA)) load(kb + 1);
+    gemm(mma, rA(_, _, kb), rB(_, _, kb), acc);
   }
 }
 
@@ -109,47 +145,68 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
   const Elem* k = static_cast<const Elem*>(p.k) + (batch * p.tokens * p.heads_kv + kv_head) * p.dim;
   const Elem* v = static_cast<const Elem*>(p.v) + (batch * p.tokens * p.heads_kv + kv_head) * p.dim_v;
 
-  Elem* smem_q = smem.q;
-  Elem* smem_k = smem.k[0];
-  Elem* smem_v = smem.v[0];
+  const int thread = ctx.thread_index();
+  if (thread < BK) set_key(p, t, thread, smem.keys);
+  ctx.sync_threads();  // the key table is read by every thread's gathers and masks
 
+  using SmemKV = typename Cfg::SmemKV;
   // Token of Q row `row`, -1 past the group's end.
   auto q_token = [&](int row) -> int64_t {
     int u[kMaxRank];
     box_offsets(p.q_tile, row, u);
     CUTE_UNROLL
-  for (int a = 0; a < kMaxRank; ++a) {
+    for (int a = 0; a < kMaxRank; ++a) {
       if (u[a] >= t.axis[a].nq) return -1;
       u[a] += t.axis[a].u0;
     }
     return token_of(p, t, u);
   };
   // Issue the loads of KV tile j into its stage (the whole tile box, keys past the union of the
-  // windows as zeros).
+  // windows as zeros); a key's token serves its K and its V row.
   auto load_kv = [&](int j) {
     int origin[kMaxRank];
     kv_tile_origin(p, t, j, origin);
+    const int64_t origin_token = token_of(p, t, origin);
     auto kv_token = [&](int row) -> int64_t {
       int key[kMaxRank];
-      column_keys(p, origin, row, key);
+      key_coords(smem.keys.offsets[row], origin, key);
+      bool inside = true;
       CUTE_UNROLL
-  for (int a = 0; a < kMaxRank; ++a) {
-        if (key[a] >= t.axis[a].kv_end) return -1;
-      }
-      return token_of(p, t, key);
+      for (int a = 0; a < kMaxRank; ++a) inside = inside && key[a] < t.axis[a].kv_end;
+      return inside ? origin_token + smem.keys.token_deltas[row] : -1;
     };
     const int stage = j % Cfg::kStages;
-    load_rows<Cfg>(ctx, smem_k + stage * BK * D, k, BK, int64_t(p.heads_kv) * p.dim, p.dim, kv_token);
-    load_rows<Cfg>(ctx, smem_v + stage * BK * D, v, BK, int64_t(p.heads_kv) * p.dim_v, p.dim_v, kv_token);
+    gather_rows<Cfg, BK>(ctx, kv_token, [&](int row, int col, int64_t token) {
+      copy_chunk<Cfg>(ctx, smem.k[stage], SmemKV{}, k, int64_t(p.heads_kv) * p.dim, p.dim, row, col, token);
+      copy_chunk<Cfg>(ctx, smem.v[stage], SmemKV{}, v, int64_t(p.heads_kv) * p.dim_v, p.dim_v, row, col, token);
+    });
   };
 
-  load_rows<Cfg>(ctx, smem_q, q, BQ, int64_t(p.heads) * p.dim, p.dim, q_token);
-  load_kv(0);
+  gather_rows<Cfg, BQ>(ctx, q_token, [&](int row, int col, int64_t token) {
+    copy_chunk<Cfg>(ctx, smem.q, typename Cfg::SmemQ{}, q, int64_t(p.heads) * p.dim, p.dim, row, col, token);
+  });
+  if (t.kv_tiles > 0) load_kv(0);  // no tile 0 if the union of the windows is empty along an axis
   ctx.cp_async_commit();
 
   typename Cfg::template TiledMma<Ctx> mma;
-  auto thr = mma.get_slice(ctx.thread_index());
-  Tensor sQ = make_tensor(make_smem_ptr(smem_q), make_layout(make_shape(Int<BQ>{}, Int<D>{}), LayoutRight{}));
+  auto thr = mma.get_slice(thread);
+  auto q_copy = make_tiled_copy_A(typename Cfg::template LoadRows<Ctx>{}, mma);
+  auto k_copy = make_tiled_copy_B(typename Cfg::template LoadRows<Ctx>{}, mma);
+  auto v_copy = make_tiled_copy_B(typename Cfg::template LoadColumns<Ctx>{}, mma);
+  auto q_thr = q_copy.get_slice(thread);
+  auto k_thr = k_copy.get_slice(thread);
+  auto v_thr = v_copy.get_slice(thread);
+
+  Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemQ{});
+  Tensor q_smem = q_thr.partition_S(sQ);
+  Tensor q_regs = thr.partition_fragment_A(sQ);
+  Tensor q_regs_copy = q_thr.retile_D(q_regs);
+  Tensor sK0 = make_tensor(make_smem_ptr(smem.k[0]), SmemKV{});
+  Tensor k_regs = thr.partition_fragment_B(sK0);
+  Tensor k_regs_copy = k_thr.retile_D(k_regs);
+  Tensor sVt0 = make_tensor(make_smem_ptr(smem.v[0]), typename Cfg::SmemVt{});
+  Tensor v_regs = thr.partition_fragment_B(sVt0);
+  Tensor v_regs_copy = v_thr.retile_D(v_regs);
 
   Tensor acc_o = partition_fragment_C(mma, Shape<Int<BQ>, Int<D>>{});
   clear(acc_o);
@@ -184,12 +241,13 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
     ctx.sync_threads();               // ... and every other thread's
 
     const int stage = j % Cfg::kStages;
-    Tensor sK = make_tensor(make_smem_ptr(smem_k + stage * BK * D),
-                            make_layout(make_shape(Int<BK>{}, Int<D>{}), LayoutRight{}));
-    Tensor sVt = make_tensor(make_smem_ptr(smem_v + stage * BK * D),
-                             make_layout(make_shape(Int<D>{}, Int<BK>{}), make_stride(_1{}, Int<D>{})));
+    Tensor k_smem = k_thr.partition_S(make_tensor(make_smem_ptr(smem.k[stage]), SmemKV{}));
+    Tensor v_smem = v_thr.partition_S(make_tensor(make_smem_ptr(smem.v[stage]), typename Cfg::SmemVt{}));
     clear(acc_s);
-    smem_gemm(mma, thr, sQ, sK, acc_s);
+    pipelined_gemm(mma, q_regs, k_regs, acc_s, [&](int kb) {
+      copy(q_copy, q_smem(_, _, kb), q_regs_copy(_, _, kb));
+      copy(k_copy, k_smem(_, _, kb), k_regs_copy(_, _, kb));
+    });
 
     int origin[kMaxRank];
     kv_tile_origin(p, t, j, origin);
@@ -198,11 +256,11 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
       for (int i = 0; i < size(acc_s); ++i) acc_s(i) *= scale_log2;
     } else {
       CUTE_UNROLL
-      for (int r = 0; r < kRows; ++r) {
+      for (int c = 0; c < size<1>(s_rc); ++c) {
+        int key[kMaxRank];
+        key_coords(smem.keys.offsets[get<1>(s_coords_rc(0, c))], origin, key);
         CUTE_UNROLL
-        for (int c = 0; c < size<1>(s_rc); ++c) {
-          int key[kMaxRank];
-          column_keys(p, origin, get<1>(s_coords_rc(r, c)), key);
+        for (int r = 0; r < kRows; ++r) {
           float x = -INFINITY;
           if (in_window(row_windows[r], key)) {
             x = s_rc(r, c) * scale_log2;
@@ -221,13 +279,7 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
     CUTE_UNROLL
     for (int i = 0; i < size(acc_s); ++i) p_elem(i) = Elem(acc_s(i));
     Tensor p_a = make_tensor(p_elem.data(), accumulator_as_a(p_elem.layout()));
-    auto tV = thr.partition_B(sVt);
-    auto rV = make_fragment_like(tV(_, _, 0));
-    CUTE_UNROLL
-    for (int kb = 0; kb < size<2>(tV); ++kb) {
-      copy(tV(_, _, kb), rV);
-      gemm(mma, p_a(_, _, kb), rV, acc_o);
-    }
+    pipelined_gemm(mma, p_a, v_regs, acc_o, [&](int kb) { copy(v_copy, v_smem(_, _, kb), v_regs_copy(_, _, kb)); });
     ctx.sync_threads();  // everyone is done with this stage before tile j + 2 is loaded into it
   }
 

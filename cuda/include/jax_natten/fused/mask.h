@@ -28,11 +28,36 @@ JAX_NATTEN_HOST_DEVICE RowWindow row_window(const FusedParams& p, const CtaTile&
   return w;
 }
 
-// The in-group key coordinates of column `col` of the KV tile at `origin`.
-JAX_NATTEN_HOST_DEVICE void column_keys(const FusedParams& p, const int* origin, int col, int* v) {
-  box_offsets(p.kv_tile, col, v);
+// Key i of every KV tile (row i of the K/V tiles, column i of S): its per-axis offsets in the KV
+// tile box, one byte each, and the distance of its token from the token of the box's origin.
+// The same for every KV tile of a CTA, so the CTA computes it once into shared memory: neither
+// the gathers nor the masks divide by the box extents in the loop.
+template <int BK>
+struct KeyTable {
+  static_assert(BK <= 256 && kMaxRank <= 4, "a box offset per byte of an int");
+  int offsets[BK];
+  int64_t token_deltas[BK];
+};
+
+template <int BK>
+JAX_NATTEN_HOST_DEVICE void set_key(const FusedParams& p, const CtaTile& t, int key, KeyTable<BK>& table) {
+  int offsets[kMaxRank], origin[kMaxRank];
+  box_offsets(p.kv_tile, key, offsets);
+  int packed = 0;
   CUTE_UNROLL
-  for (int a = 0; a < kMaxRank; ++a) v[a] += origin[a];
+  for (int a = 0; a < kMaxRank; ++a) {
+    packed |= offsets[a] << (8 * a);
+    origin[a] = 0;
+  }
+  table.offsets[key] = packed;
+  table.token_deltas[key] = token_of(p, t, offsets) - token_of(p, t, origin);
+}
+
+// The in-group key coordinates of the key with packed box offsets `offsets` of the KV tile at
+// `origin`.
+JAX_NATTEN_HOST_DEVICE void key_coords(int offsets, const int* origin, int* v) {
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) v[a] = origin[a] + ((offsets >> (8 * a)) & 0xff);
 }
 
 JAX_NATTEN_HOST_DEVICE bool in_window(const RowWindow& w, const int* v) {
