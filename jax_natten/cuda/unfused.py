@@ -1,4 +1,4 @@
-"""FFI calls of the unfused operators PN, NN and IN (cuda/ffi/naive.cu, cuda/ffi/gemm.cu; see
+"""FFI calls of the unfused operators PN, NN and IN (cuda/ffi/unfused.cu; see
 cuda/include/jax_natten/params.h for what each computes).
 
 Every call uses `vmap_method="broadcast_all"`: a vmapped axis arrives as an extra leading axis,
