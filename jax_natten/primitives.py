@@ -1,7 +1,7 @@
 """The kernel operators as JAX operations, each in one place: what it computes, its abstract
 result, its FFI call and its operand layout, which gives it its vmap and sharding rules. PN, NN
-and IN: contracts in `cuda/include/jax_natten/params.h`, handlers in cuda/ffi/naive.cu and
-cuda/ffi/gemm.cu; the fused forward (q, k, v -> out, lse): contract in
+and IN: contracts in `cuda/include/jax_natten/params.h`, handlers in cuda/ffi/unfused.cu; the
+fused forward (q, k, v -> out, lse): contract in
 `cuda/include/jax_natten/fused/params.h`, handler in cuda/ffi/fused.cu.
 
 Composition: `Operators` wires each operator through `partitioned` with its layout, over a

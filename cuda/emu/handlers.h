@@ -1,8 +1,10 @@
 // Host-emulation FFI handlers of the unfused operators PN, NN and IN, for XLA's CPU platform: the
-// CUDA kernels' own source (naive_kernels.cuh, gemm/) run by exec::HostLaunch (one file per
-// implementation and operator defines the symbols: naive.cc, gemm_*.cc), behind the same
-// bindings and buffer checks as the CUDA handlers (unfused_ffi.h). The output is poisoned with
-// NaN before the kernel runs, so that an element no CTA writes shows in the results.
+// CUDA kernels' own source (naive_kernels.cuh, gemm/) run by exec::HostLaunch, behind the same
+// bindings, buffer checks and dispatch as the CUDA handlers (unfused_ffi.h); Impl is
+// jax_natten::Naive or jax_natten::Gemm. unfused.cc defines the symbols over the generated
+// instantiation units; the fuzz harness (tests/cpp/ffi_fuzz_test.cc) calls these directly. The
+// output is poisoned with NaN before the kernel runs, so that an element no CTA writes shows in
+// the results.
 #pragma once
 
 #include <cstring>
@@ -21,26 +23,25 @@ inline ffi::Result<ffi::AnyBuffer> Poisoned(ffi::Result<ffi::AnyBuffer> out) {
   return out;
 }
 
-template <class Kernels>
-ffi::Error Pn(ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb, jax_natten::Ints kernel_size,
-              jax_natten::Ints stride, jax_natten::Ints dilation, jax_natten::Ints is_causal, float scale,
-              float empty_value, ffi::Result<ffi::AnyBuffer> out) {
-  return jax_natten::PnHandler<Kernels>(HostLaunch::from_environment(), query, key, rpb, kernel_size, stride, dilation,
-                                        is_causal, scale, empty_value, Poisoned(out));
+template <class Impl>
+ffi::Error Pn(ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb, Ints kernel_size, Ints stride,
+              Ints dilation, Ints is_causal, float scale, float empty_value, ffi::Result<ffi::AnyBuffer> out) {
+  return PnHandler<Impl>(HostLaunch::from_environment(), query, key, rpb, kernel_size, stride, dilation, is_causal,
+                         scale, empty_value, Poisoned(out));
 }
 
-template <class Kernels>
-ffi::Error Nn(ffi::AnyBuffer weights, ffi::AnyBuffer value, jax_natten::Ints kernel_size, jax_natten::Ints stride,
-              jax_natten::Ints dilation, jax_natten::Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
-  return jax_natten::NnHandler<Kernels>(HostLaunch::from_environment(), weights, value, kernel_size, stride, dilation,
-                                        is_causal, scale, Poisoned(out));
+template <class Impl>
+ffi::Error Nn(ffi::AnyBuffer weights, ffi::AnyBuffer value, Ints kernel_size, Ints stride, Ints dilation,
+              Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
+  return NnHandler<Impl>(HostLaunch::from_environment(), weights, value, kernel_size, stride, dilation, is_causal,
+                         scale, Poisoned(out));
 }
 
-template <class Kernels>
-ffi::Error In(ffi::AnyBuffer weights, ffi::AnyBuffer values, jax_natten::Ints kernel_size, jax_natten::Ints stride,
-              jax_natten::Ints dilation, jax_natten::Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
-  return jax_natten::InHandler<Kernels>(HostLaunch::from_environment(), weights, values, kernel_size, stride, dilation,
-                                        is_causal, scale, Poisoned(out));
+template <class Impl>
+ffi::Error In(ffi::AnyBuffer weights, ffi::AnyBuffer values, Ints kernel_size, Ints stride, Ints dilation,
+              Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
+  return InHandler<Impl>(HostLaunch::from_environment(), weights, values, kernel_size, stride, dilation, is_causal,
+                         scale, Poisoned(out));
 }
 
 }  // namespace jax_natten::emu

@@ -20,13 +20,16 @@
 #include <vector>
 
 #include "../../cuda/emu/handlers.h"
-#include "jax_natten/gemm/launch.h"
-#include "jax_natten/naive_launch.h"
+#include "jax_natten/gemm/in.cuh"
+#include "jax_natten/gemm/nn.cuh"
+#include "jax_natten/gemm/pn.cuh"
+#include "jax_natten/naive_kernels.cuh"
 
+// The kernels are instantiated in this unit (no generated extern-template list is included).
 namespace na = jax_natten;
 namespace ffi = xla::ffi;
-using Naive = na::NaiveKernels<na::exec::HostLaunch>;
-using Gemm = na::GemmKernels<na::exec::HostLaunch>;
+using na::Gemm;
+using na::Naive;
 
 namespace {
 

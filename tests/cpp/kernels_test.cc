@@ -11,6 +11,7 @@
 //                                       (must give wrong results)
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -100,16 +101,34 @@ double rel_error(const std::vector<A>& got, const std::vector<B>& want) {
   return std::sqrt(num / (den > 0 ? den : 1));
 }
 
-ex::Dim3 naive_grid(int64_t elements) { return {unsigned((elements + 255) / 256), 1, 1}; }
+using NaiveConfig = na::naive::BlockConfig<256>;
+// The built configuration, and a second one that only this test instantiates: other tile
+// shapes and warp grids compile and compute the same (no 64 x 64 x 32 assumption in the kernels).
+using Tile64x64x32 = na::gemm::TileConfig<64, 64, 32, 2, 2>;
+using Tile64x32x16 = na::gemm::TileConfig<64, 32, 16, 4, 1>;
 
-ex::Dim3 gemm_grid(const na::UnfusedParams& p, int column_blocks, int64_t batch_heads) {
-  return {unsigned(na::gemm::count_tiles(p.grid) * column_blocks), unsigned(batch_heads), 1};
+// The launch grid of kernel K, as the FFI handlers launch it.
+template <class K>
+ex::Dim3 grid(const na::UnfusedParams& p) {
+  ex::Dim3 blocks;
+  if (const std::string why = K::grid(p, &blocks); !why.empty()) {
+    std::printf("%s: %s\n", K::kName, why.c_str());
+    std::exit(2);
+  }
+  return blocks;
+}
+
+// Kernel K over its launch grid, with context Ctx.
+template <class K, class Ctx = ex::HostContext, class... Args>
+void run(ex::Lanes lanes, const na::UnfusedParams& p, const Args&... args) {
+  ex::run_grid<K, Ctx>(lanes, grid<K>(p), p, args...);
 }
 
 int g_failures = 0;
 
-// PN, NN and IN of the GEMM kernels (context Ctx) against the naive ones; returns the worst error.
-template <class T, class Ctx = ex::HostContext>
+// PN, NN and IN of the GEMM kernels (configuration Config, context Ctx) against the naive ones;
+// returns the worst error.
+template <class T, class Ctx = ex::HostContext, class Config = Tile64x64x32>
 double check(const Problem& c, ex::Lanes lanes, bool report) {
   std::mt19937 rng(7);
   const na::UnfusedParams p = params(c);
@@ -125,31 +144,27 @@ double check(const Problem& c, ex::Lanes lanes, bool report) {
     worst = std::fmax(worst, error);
     if (report) {
       const bool ok = error < tolerance;
-      std::printf("%-40s %-3s %-8s rel err %.2e  %s\n", c.name, op, sizeof(T) == 4 ? "float32" : "float16", error,
-                  ok ? "ok" : "FAILED");
+      std::printf("%-40s %-3s %-8s %dx%dx%d rel err %.2e  %s\n", c.name, op, sizeof(T) == 4 ? "float32" : "float16",
+                  Config::kTileM, Config::kTileN, Config::kTileK, error, ok ? "ok" : "FAILED");
       g_failures += !ok;
     }
   };
-  const int column_blocks = na::gemm::ceil_div(p.dim, na::gemm::kTileN);
   {
     std::vector<float> want(rows * p.heads * p.window, NAN), got(want.size(), NAN);
-    ex::run_grid<na::naive::Pn<float, T>>(lanes, naive_grid(want.size()), p, q.data(), k.data(), rpb.data(), want.data());
-    ex::run_grid<na::gemm::Pn<float, T>, Ctx>(lanes, gemm_grid(p, 1, p.batch * p.heads), p, q.data(), k.data(), rpb.data(),
-                                               got.data());
+    run<na::naive::Pn<float, T, NaiveConfig>>(lanes, p, q.data(), k.data(), rpb.data(), want.data());
+    run<na::gemm::Pn<float, T, Config>, Ctx>(lanes, p, q.data(), k.data(), rpb.data(), got.data());
     record("PN", rel_error(got, want));
   }
   {
     std::vector<T> want(rows * p.heads * p.dim, na::from_float<T>(NAN)), got(want);
-    ex::run_grid<na::naive::Nn<float, T>>(lanes, naive_grid(want.size()), p, w.data(), k.data(), want.data());
-    ex::run_grid<na::gemm::Nn<float, T>, Ctx>(lanes, gemm_grid(p, column_blocks, p.batch * p.heads), p, w.data(), k.data(),
-                                               got.data());
+    run<na::naive::Nn<float, T, NaiveConfig>>(lanes, p, w.data(), k.data(), want.data());
+    run<na::gemm::Nn<float, T, Config>, Ctx>(lanes, p, w.data(), k.data(), got.data());
     record("NN", rel_error(got, want));
   }
   {
     std::vector<T> want(rows * p.heads_kv * p.dim, na::from_float<T>(NAN)), got(want);
-    ex::run_grid<na::naive::In<float, T>>(lanes, naive_grid(want.size()), p, w.data(), x.data(), want.data());
-    ex::run_grid<na::gemm::In<float, T>, Ctx>(lanes, gemm_grid(p, column_blocks, p.batch * p.heads_kv), p, w.data(),
-                                               x.data(), got.data());
+    run<na::naive::In<float, T, NaiveConfig>>(lanes, p, w.data(), x.data(), want.data());
+    run<na::gemm::In<float, T, Config>, Ctx>(lanes, p, w.data(), x.data(), got.data());
     record("IN", rel_error(got, want));
   }
   return worst;
@@ -187,6 +202,8 @@ int main(int argc, char** argv) {
       check<__half>(c, lanes, true);
       check<float>(c, lanes, true);
     }
+    check<__half, ex::HostContext, Tile64x32x16>(kProblems[1], lanes, true);
+    check<float, ex::HostContext, Tile64x32x16>(kProblems[1], lanes, true);
   }
   std::printf("%s\n", g_failures == 0 ? "all passed" : "FAILURES");
   return g_failures == 0 ? 0 : 1;

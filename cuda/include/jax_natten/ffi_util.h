@@ -1,9 +1,6 @@
 // Helpers shared by the FFI handlers (host code only, CUDA and host emulation): reading the token
-// layout and the neighborhood attributes, dtype dispatch, grid sizes.
+// layout and the neighborhood attributes.
 #pragma once
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <cstdint>
 #include <string>
@@ -78,36 +75,6 @@ inline ffi::Error ReadGrid(const TokenLayout& layout, ffi::Span<const int64_t> k
                                is_causal[a] != 0};
   }
   return ffi::Error::Success();
-}
-
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-// Calls f(TypeTag<TW>, TypeTag<T>) for the storage dtype `t` of the tensors and the dtype `tw` of
-// the attention weights, which is `t` itself or float32.
-template <typename F>
-ffi::Error DispatchDtypes(ffi::DataType t, ffi::DataType tw, F&& f) {
-  bool weights_f32 = tw == ffi::DataType::F32;
-  if (tw != t && !weights_f32) return ffi::Error::InvalidArgument("attention weights must be float32 or the input dtype");
-  switch (t) {
-    case ffi::DataType::F32:
-      return f(TypeTag<float>{}, TypeTag<float>{});
-    case ffi::DataType::F16:
-      return weights_f32 ? f(TypeTag<float>{}, TypeTag<__half>{}) : f(TypeTag<__half>{}, TypeTag<__half>{});
-    case ffi::DataType::BF16:
-      return weights_f32 ? f(TypeTag<float>{}, TypeTag<__nv_bfloat16>{})
-                         : f(TypeTag<__nv_bfloat16>{}, TypeTag<__nv_bfloat16>{});
-    default:
-      return ffi::Error::InvalidArgument("unsupported dtype: the CUDA kernels take float32, float16 and bfloat16");
-  }
-}
-
-// Blocks for a grid-stride loop over n elements.
-inline unsigned int GridSize(int64_t n, int threads) {
-  int64_t blocks = (n + threads - 1) / threads;
-  return static_cast<unsigned int>(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
 }
 
 }  // namespace jax_natten

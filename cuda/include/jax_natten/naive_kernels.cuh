@@ -4,10 +4,12 @@
 //
 // Each kernel is a struct (exec/context.h): run(ctx, smem, args...) is its body, written against
 // an execution context so that it runs on the GPU (the __global__ entries at the end) and in the
-// host emulation (cuda/emu/).
+// host emulation (cuda/emu/); grid(p, &blocks) is its launch grid. Config is the block size
+// (BlockConfig; the built one is CMakeLists.txt's UNFUSED_CONFIGS).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "jax_natten/exec/context.h"
 #if defined(__CUDACC__)
@@ -18,20 +20,34 @@
 
 namespace jax_natten::naive {
 
-constexpr int kThreads = 256;
+template <int kThreads_>
+struct BlockConfig {
+  static constexpr int kThreads = kThreads_;
+};
 
 // No shared memory.
 struct NoShared {};
+
+// Blocks of a grid-stride loop over n elements: at least one, at most 2^20.
+inline exec::Dim3 grid_stride_blocks(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return {static_cast<unsigned int>(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20)), 1, 1};
+}
 
 // Flat thread index, grid-stride so that any problem size fits a bounded grid.
 #define JAX_NATTEN_GRID_STRIDE_LOOP(ctx, i, n)                                                 \
   for (int64_t i = ctx.block_index().x * int64_t(ctx.block_threads()) + ctx.thread_index(); i < (n); \
        i += int64_t(ctx.grid_size().x) * ctx.block_threads())
 
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 struct Pn {
-  static constexpr int kThreads = naive::kThreads;
+  static constexpr int kThreads = Config::kThreads;
+  static constexpr const char* kName = "na_pn_naive";
   using Shared = NoShared;
+  static std::string grid(const UnfusedParams& p, exec::Dim3* blocks) {
+    *blocks = grid_stride_blocks(p.batch * p.tokens * p.heads * p.window, kThreads);
+    return {};
+  }
   template <class Ctx>
   JAX_NATTEN_CTA static void run(const Ctx& ctx, Shared&, UnfusedParams p, const T* query, const T* key, const T* rpb,
                                  TW* out) {
@@ -61,10 +77,15 @@ struct Pn {
   }
 };
 
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 struct Nn {
-  static constexpr int kThreads = naive::kThreads;
+  static constexpr int kThreads = Config::kThreads;
+  static constexpr const char* kName = "na_nn_naive";
   using Shared = NoShared;
+  static std::string grid(const UnfusedParams& p, exec::Dim3* blocks) {
+    *blocks = grid_stride_blocks(p.batch * p.tokens * p.heads * p.dim, kThreads);
+    return {};
+  }
   template <class Ctx>
   JAX_NATTEN_CTA static void run(const Ctx& ctx, Shared&, UnfusedParams p, const TW* weights, const T* value, T* out) {
     const int group = p.heads / p.heads_kv;
@@ -86,10 +107,15 @@ struct Nn {
   }
 };
 
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 struct In {
-  static constexpr int kThreads = naive::kThreads;
+  static constexpr int kThreads = Config::kThreads;
+  static constexpr const char* kName = "na_in_naive";
   using Shared = NoShared;
+  static std::string grid(const UnfusedParams& p, exec::Dim3* blocks) {
+    *blocks = grid_stride_blocks(p.batch * p.tokens * p.heads_kv * p.dim, kThreads);
+    return {};
+  }
   template <class Ctx>
   JAX_NATTEN_CTA static void run(const Ctx& ctx, Shared&, UnfusedParams p, const TW* weights, const T* values, T* out) {
     const int group = p.heads / p.heads_kv;
@@ -137,22 +163,22 @@ struct In {
 #undef JAX_NATTEN_GRID_STRIDE_LOOP
 
 #if defined(__CUDACC__)
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 __global__ void pn_kernel(UnfusedParams p, const T* query, const T* key, const T* rpb, TW* out) {
   NoShared none;
-  Pn<TW, T>::run(exec::DeviceContext{}, none, p, query, key, rpb, out);
+  Pn<TW, T, Config>::run(exec::DeviceContext{}, none, p, query, key, rpb, out);
 }
 
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 __global__ void nn_kernel(UnfusedParams p, const TW* weights, const T* value, T* out) {
   NoShared none;
-  Nn<TW, T>::run(exec::DeviceContext{}, none, p, weights, value, out);
+  Nn<TW, T, Config>::run(exec::DeviceContext{}, none, p, weights, value, out);
 }
 
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 __global__ void in_kernel(UnfusedParams p, const TW* weights, const T* values, T* out) {
   NoShared none;
-  In<TW, T>::run(exec::DeviceContext{}, none, p, weights, values, out);
+  In<TW, T, Config>::run(exec::DeviceContext{}, none, p, weights, values, out);
 }
 #endif
 
@@ -160,19 +186,19 @@ __global__ void in_kernel(UnfusedParams p, const TW* weights, const T* values, T
 
 #if defined(__CUDACC__)
 namespace jax_natten {
-template <typename TW, typename T>
-struct exec::DeviceEntry<naive::Pn<TW, T>> {
-  static constexpr auto kernel = naive::pn_kernel<TW, T>;
+template <typename TW, typename T, class Config>
+struct exec::DeviceEntry<naive::Pn<TW, T, Config>> {
+  static constexpr auto kernel = naive::pn_kernel<TW, T, Config>;
 };
 
-template <typename TW, typename T>
-struct exec::DeviceEntry<naive::Nn<TW, T>> {
-  static constexpr auto kernel = naive::nn_kernel<TW, T>;
+template <typename TW, typename T, class Config>
+struct exec::DeviceEntry<naive::Nn<TW, T, Config>> {
+  static constexpr auto kernel = naive::nn_kernel<TW, T, Config>;
 };
 
-template <typename TW, typename T>
-struct exec::DeviceEntry<naive::In<TW, T>> {
-  static constexpr auto kernel = naive::in_kernel<TW, T>;
+template <typename TW, typename T, class Config>
+struct exec::DeviceEntry<naive::In<TW, T, Config>> {
+  static constexpr auto kernel = naive::in_kernel<TW, T, Config>;
 };
 }  // namespace jax_natten
 #endif

@@ -24,4 +24,15 @@ struct UnfusedParams {
   float empty_value;  // PN: written to the empty slots of causal windows
 };
 
+// The pointer operands that each operator's kernels take after the parameters (every
+// implementation's the same), as a type list for the dispatch (unfused_ffi.h).
+template <class... A>
+struct Operands {};
+template <typename TW, typename T>
+using PnOperands = Operands<const T* /*query*/, const T* /*key*/, const T* /*rpb*/, TW* /*out*/>;
+template <typename TW, typename T>
+using NnOperands = Operands<const TW* /*weights*/, const T* /*value*/, T* /*out*/>;
+template <typename TW, typename T>
+using InOperands = Operands<const TW* /*weights*/, const T* /*values*/, T* /*out*/>;
+
 }  // namespace jax_natten

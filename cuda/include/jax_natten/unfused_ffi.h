@@ -1,25 +1,26 @@
-// The FFI side of the unfused operators PN, NN and IN, shared by every implementation ("naive",
-// "gemm") and platform (CUDA, the host emulation): one binding (attributes) and one buffer check
-// per operator, so that all variants take exactly the same calls. An implementation supplies
-// only its launches, as a struct over a Launch (exec::DeviceLaunch or exec::HostLaunch)
+// The FFI side of the unfused operators PN, NN and IN, shared by every implementation (naive,
+// gemm) and platform (CUDA, the host emulation): one binding (attributes) and one buffer check
+// per operator, so that all variants take exactly the same calls, and the one dispatch point
+// from a call's runtime types to a kernel instantiation. A platform defines its handlers with
+// PnHandler<Impl>(launch, ...) and PnBinding(the platform's Ffi::Bind()) etc. (cuda/ffi/unfused.cu,
+// cuda/emu/unfused.cc), with Impl = Naive or Gemm and launch an exec::DeviceLaunch or
+// exec::HostLaunch.
 //
-//   struct Kernels {
-//     template <typename TW, typename T> static ffi::Error Pn(const Launch&, const UnfusedParams&,
-//         const T* query, const T* key, const T* rpb, TW* out);
-//     template <typename TW, typename T> static ffi::Error Nn(const Launch&, const UnfusedParams&,
-//         const TW* weights, const T* value, T* out);
-//     template <typename TW, typename T> static ffi::Error In(const Launch&, const UnfusedParams&,
-//         const TW* weights, const T* values, T* out);
-//   };
-//
-// (naive_launch.h, gemm/launch.h), and a platform defines its handlers with
-// PnHandler<Kernels>(launch, ...) and PnBinding(the platform's Ffi::Bind()) etc. (cuda/ffi/naive.cu,
-// cuda/emu/unfused.cc).
+// The kernels are only declared here: each instantiation Instance<kernel, Launch, operands> is
+// compiled in a generated unit of its own, listed in CMakeLists.txt (UNFUSED_IMPLEMENTATIONS),
+// and the handlers' unit sees the list as `extern template` declarations
+// (jax_natten/unfused_instances.h, generated), so that it compiles no kernel code and an
+// instantiation the list lacks does not compile.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <string>
 #include <utility>
 
+#include "jax_natten/exec/context.h"
 #include "jax_natten/ffi_util.h"
 #include "jax_natten/params.h"
 #include "xla/ffi/api/ffi.h"
@@ -27,6 +28,90 @@
 namespace jax_natten {
 
 using Ints = ffi::Span<const int64_t>;
+
+// The kernels and configurations the dispatch names (naive_kernels.cuh, gemm/config.h and
+// gemm/pn.cuh, nn.cuh, in.cuh define them).
+namespace naive {
+template <int kThreads>
+struct BlockConfig;
+template <typename TW, typename T, class Config>
+struct Pn;
+template <typename TW, typename T, class Config>
+struct Nn;
+template <typename TW, typename T, class Config>
+struct In;
+}  // namespace naive
+namespace gemm {
+template <int kTileM, int kTileN, int kTileK, int kWarpsM, int kWarpsN>
+struct TileConfig;
+template <typename TW, typename T, class Config>
+struct Pn;
+template <typename TW, typename T, class Config>
+struct Nn;
+template <typename TW, typename T, class Config>
+struct In;
+}  // namespace gemm
+
+// An implementation of the three operators: its kernel templates and the configuration they are
+// built with (the one in CMakeLists.txt's UNFUSED_IMPLEMENTATIONS; a second configuration of an
+// implementation needs a rule here that chooses between them).
+template <template <typename, typename, class> class PnKernel, template <typename, typename, class> class NnKernel,
+          template <typename, typename, class> class InKernel, class Configuration>
+struct Implementation {
+  using Config = Configuration;
+  template <typename TW, typename T>
+  using Pn = PnKernel<TW, T, Config>;
+  template <typename TW, typename T>
+  using Nn = NnKernel<TW, T, Config>;
+  template <typename TW, typename T>
+  using In = InKernel<TW, T, Config>;
+};
+using Naive = Implementation<naive::Pn, naive::Nn, naive::In, naive::BlockConfig<256>>;
+using Gemm = Implementation<gemm::Pn, gemm::Nn, gemm::In, gemm::TileConfig<64, 64, 32, 2, 2>>;
+
+// The launch of kernel K on a Launch with the pointer operands A... (params.h): K's grid (and
+// its checks of p), then Launch::run. Defined here, instantiated only in the generated units.
+template <class K, class Launch, class Operands>
+struct Instance;
+template <class K, class Launch, class... A>
+struct Instance<K, Launch, Operands<A...>> {
+  static ffi::Error run(const Launch& launch, const UnfusedParams& p, A... operands);
+};
+template <class K, class Launch, class... A>
+ffi::Error Instance<K, Launch, Operands<A...>>::run(const Launch& launch, const UnfusedParams& p, A... operands) {
+  exec::Dim3 blocks;
+  if (const std::string why = K::grid(p, &blocks); !why.empty()) {
+    return ffi::Error::InvalidArgument(std::string(K::kName) + ": " + why);
+  }
+  if (blocks.x == 0 || blocks.y == 0) return ffi::Error::Success();  // an empty output launches nothing
+  return launch.template run<K>(blocks, K::kName, p, operands...);
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// The one dispatch point: calls f(TypeTag<TW>, TypeTag<T>) for the storage dtype `t` of the
+// tensors and the dtype `tw` of the attention weights (`t` itself or float32); the handlers below
+// add the operator and Impl adds its configuration. The architecture is the platform's: on CUDA
+// the driver picks the fatbin's code for the GPU (CMake's JAX_NATTEN_CUDA_ARCHS).
+template <typename F>
+ffi::Error DispatchDtypes(ffi::DataType t, ffi::DataType tw, F&& f) {
+  bool weights_f32 = tw == ffi::DataType::F32;
+  if (tw != t && !weights_f32) return ffi::Error::InvalidArgument("attention weights must be float32 or the input dtype");
+  switch (t) {
+    case ffi::DataType::F32:
+      return f(TypeTag<float>{}, TypeTag<float>{});
+    case ffi::DataType::F16:
+      return weights_f32 ? f(TypeTag<float>{}, TypeTag<__half>{}) : f(TypeTag<__half>{}, TypeTag<__half>{});
+    case ffi::DataType::BF16:
+      return weights_f32 ? f(TypeTag<float>{}, TypeTag<__nv_bfloat16>{})
+                         : f(TypeTag<__nv_bfloat16>{}, TypeTag<__nv_bfloat16>{});
+    default:
+      return ffi::Error::InvalidArgument("unsupported dtype: the CUDA kernels take float32, float16 and bfloat16");
+  }
+}
 
 // The parameters every operator shares; `layout` is the tensor that fixes batch, tokens and heads.
 inline ffi::Error CommonParams(const TokenLayout& layout, int64_t heads_kv, Ints kernel_size, Ints stride,
@@ -112,7 +197,7 @@ inline ffi::Error InParams(const ffi::AnyBuffer& weights, const ffi::AnyBuffer& 
   return ffi::Error::Success();
 }
 
-template <typename Kernels, typename Launch>
+template <class Impl, typename Launch>
 ffi::Error PnHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb,
                      Ints kernel_size, Ints stride, Ints dilation, Ints is_causal, float scale, float empty_value,
                      ffi::Result<ffi::AnyBuffer> out) {
@@ -124,13 +209,13 @@ ffi::Error PnHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBuffer 
   return DispatchDtypes(query.element_type(), out->element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Kernels::template Pn<TW, T>(launch, p, static_cast<const T*>(query.untyped_data()),
-                                       static_cast<const T*>(key.untyped_data()),
-                                       static_cast<const T*>(rpb.untyped_data()), static_cast<TW*>(out->untyped_data()));
+    return Instance<typename Impl::template Pn<TW, T>, Launch, PnOperands<TW, T>>::run(
+        launch, p, static_cast<const T*>(query.untyped_data()), static_cast<const T*>(key.untyped_data()),
+        static_cast<const T*>(rpb.untyped_data()), static_cast<TW*>(out->untyped_data()));
   });
 }
 
-template <typename Kernels, typename Launch>
+template <class Impl, typename Launch>
 ffi::Error NnHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffer value, Ints kernel_size,
                      Ints stride, Ints dilation, Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
   UnfusedParams p;
@@ -140,12 +225,13 @@ ffi::Error NnHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffe
   return DispatchDtypes(value.element_type(), weights.element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Kernels::template Nn<TW, T>(launch, p, static_cast<const TW*>(weights.untyped_data()),
-                                       static_cast<const T*>(value.untyped_data()), static_cast<T*>(out->untyped_data()));
+    return Instance<typename Impl::template Nn<TW, T>, Launch, NnOperands<TW, T>>::run(
+        launch, p, static_cast<const TW*>(weights.untyped_data()), static_cast<const T*>(value.untyped_data()),
+        static_cast<T*>(out->untyped_data()));
   });
 }
 
-template <typename Kernels, typename Launch>
+template <class Impl, typename Launch>
 ffi::Error InHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffer values, Ints kernel_size,
                      Ints stride, Ints dilation, Ints is_causal, float scale, ffi::Result<ffi::AnyBuffer> out) {
   UnfusedParams p;
@@ -155,8 +241,9 @@ ffi::Error InHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffe
   return DispatchDtypes(values.element_type(), weights.element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Kernels::template In<TW, T>(launch, p, static_cast<const TW*>(weights.untyped_data()),
-                                       static_cast<const T*>(values.untyped_data()), static_cast<T*>(out->untyped_data()));
+    return Instance<typename Impl::template In<TW, T>, Launch, InOperands<TW, T>>::run(
+        launch, p, static_cast<const TW*>(weights.untyped_data()), static_cast<const T*>(values.untyped_data()),
+        static_cast<T*>(out->untyped_data()));
   });
 }
 

@@ -1,8 +1,8 @@
 // DeviceLaunch: launches a CTA-level kernel K (a struct with kThreads, Shared and run(ctx, smem,
 // args...), see exec/context.h) on a CUDA stream through its __global__ entry DeviceEntry<K>::kernel
 // (device_context.cuh). The host emulation's counterpart, with the
-// same run(), is exec/host_launch.h, so that the code choosing grids (naive_launch.h,
-// gemm/launch.h) is written once for both.
+// same run(), is exec/host_launch.h, so that the code choosing grids (each kernel's grid(),
+// launched by unfused_ffi.h's Instance) is written once for both.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,6 +1,7 @@
 // The GPU entry of the fused forward and its launch (dynamic shared memory: the K/V stages of
 // the larger head dims exceed the 48 KiB of static shared memory). Instantiated once per
-// (dtype, head-dim class) in the generated units listed in CMakeLists.txt (FUSED_INSTANTIATIONS).
+// (dtype, head-dim class) in the generated units listed in CMakeLists.txt (FUSED_DTYPES x
+// JAX_NATTEN_FUSED_HEAD_DIMS).
 #pragma once
 
 #include <cuda_runtime.h>

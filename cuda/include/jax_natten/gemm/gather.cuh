@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "jax_natten/exec/context.h"
-#include "jax_natten/gemm/config.h"
 #include "jax_natten/gemm/mask.h"
 #include "jax_natten/gemm/tile_scheduler.h"
 #include "jax_natten/numeric.h"
@@ -27,13 +26,13 @@ struct RowSource {
 // dst(r, c) = src[row rows[r].token][col0 + c] for r < kRows, c < kCols, zero where the row is not
 // a token or col0 + c >= dim. dst's columns must be contiguous, 16-byte aligned in runs of
 // 16 bytes; dim is a multiple of 8, so each 16-byte vector is wholly inside or outside [0, dim).
-template <int kRows, int kCols, class Ctx, typename T, typename Dst>
+template <class Config, int kRows, int kCols, class Ctx, typename T, typename Dst>
 JAX_NATTEN_CTA void gather_rows(const Ctx& ctx, const Dst& dst, const T* __restrict__ src, RowSource source,
                                 const Row* rows, int col0) {
   constexpr int kVector = 16 / sizeof(T);
   constexpr int kVectorsPerRow = kCols / kVector;
   static_assert(kCols % kVector == 0, "rows are copied in 16-byte vectors");
-  for (int i = ctx.thread_index(); i < kRows * kVectorsPerRow; i += kThreads) {
+  for (int i = ctx.thread_index(); i < kRows * kVectorsPerRow; i += Config::kThreads) {
     const int r = i / kVectorsPerRow;
     const int c = (i % kVectorsPerRow) * kVector;
     const int64_t token = rows[r].token;
@@ -59,10 +58,11 @@ JAX_NATTEN_HOST_DEVICE E to_element(TW w) {
 // (m_rows) and the union keys along K (k_rows); IN the other way round. The index order keeps a
 // warp reading runs of consecutive slots of one query's weights: k fastest for NN; for IN, m
 // fastest, which also writes consecutive smem addresses of its key-contiguous layout.
-template <bool kQueriesAlongM, typename E, class Ctx, typename TW, typename Tensor>
+template <class Config, bool kQueriesAlongM, typename E, class Ctx, typename TW, typename Tensor>
 JAX_NATTEN_CTA void gather_weights(const Ctx& ctx, const Tensor& sA, const Grid& grid, const TW* __restrict__ weights,
                                    RowSource w_rows, const Row* m_rows, const Row* k_rows) {
-  for (int i = ctx.thread_index(); i < kTileM * kTileK; i += kThreads) {
+  constexpr int kTileM = Config::kTileM, kTileK = Config::kTileK;
+  for (int i = ctx.thread_index(); i < kTileM * kTileK; i += Config::kThreads) {
     const int m = kQueriesAlongM ? i / kTileK : i % kTileM;
     const int k = kQueriesAlongM ? i % kTileK : i / kTileM;
     const Row& q = kQueriesAlongM ? m_rows[m] : k_rows[k];

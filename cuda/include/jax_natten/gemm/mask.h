@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "jax_natten/exec/context.h"
-#include "jax_natten/gemm/config.h"
 #include "jax_natten/gemm/tile_scheduler.h"
 #include "jax_natten/neighborhood.h"
 
@@ -48,10 +47,10 @@ JAX_NATTEN_HOST_DEVICE void fill_row(const Grid& grid, const Box& box, int64_t i
 }
 
 // Rows first .. first + count - 1 of the box into rows[0 .. count), by the whole CTA.
-template <class Ctx>
+template <class Config, class Ctx>
 JAX_NATTEN_CTA void fill_rows(const Ctx& ctx, const Grid& grid, const Box& box, int64_t first, int count,
                               bool with_window, Row* rows) {
-  for (int i = ctx.thread_index(); i < count; i += kThreads) fill_row(grid, box, first + i, with_window, rows[i]);
+  for (int i = ctx.thread_index(); i < count; i += Config::kThreads) fill_row(grid, box, first + i, with_window, rows[i]);
 }
 
 // Whether in-group key coordinates `key` lie in the window of the query `query`; if so, `slot`

@@ -1,9 +1,11 @@
-// NN as a GEMM: per CTA (batch, head, tile of 64 queries, 64 columns of head_dim_v),
+// NN as a GEMM: per CTA (batch, head, tile of kTileM queries, kTileN columns of head_dim_v),
 // out_tile = P * V_union with P[m, n] the weight of union key n in query m's window (0 outside
-// it and in empty causal slots), contracted over the union in steps of 32 keys.
+// it and in empty causal slots), contracted over the union in steps of kTileK keys. Config: the
+// tile configuration (config.h).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <cute/tensor.hpp>
 
@@ -21,8 +23,9 @@
 
 namespace jax_natten::gemm {
 
-template <typename E>
+template <typename E, class Config>
 struct NnShared {
+  static constexpr int kTileM = Config::kTileM, kTileN = Config::kTileN, kTileK = Config::kTileK;
   using LayoutA = RowMajor<E, kTileM, kTileK>;  // P: queries x union keys
   using LayoutB = ColMajor<E, kTileN, kTileK>;  // V^T: head_dim_v x union keys, head_dim_v contiguous
   alignas(16) E a[kCosize<LayoutA>];
@@ -32,16 +35,23 @@ struct NnShared {
 };
 
 // grid: (tiles * column blocks, min(batch * heads, 65535)); a CTA loops over (batch, head) pairs.
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 struct Nn {
   using E = typename Element<T>::type;
-  using Shared = NnShared<E>;
-  static constexpr int kThreads = gemm::kThreads;
+  using Shared = NnShared<E, Config>;
+  static constexpr int kThreads = Config::kThreads;
+  static constexpr int kTileM = Config::kTileM, kTileN = Config::kTileN, kTileK = Config::kTileK;
+  static constexpr const char* kName = "na_nn_gemm";
+
+  static std::string grid(const UnfusedParams& p, exec::Dim3* blocks) {
+    return launch_grid<Config>(p, ceil_div(p.dim, kTileN), p.batch * p.heads, blocks);
+  }
+
   template <class Ctx>
   JAX_NATTEN_CTA static void run(const Ctx& ctx, Shared& smem, UnfusedParams p, const TW* __restrict__ weights, const T* __restrict__ value, T* __restrict__ out) {
     const Grid& grid = p.grid;
     const int column_blocks = ceil_div(p.dim, kTileN);
-    const Box tile = tile_box(grid, ctx.block_index().x / column_blocks);
+    const Box tile = tile_box<Config>(grid, ctx.block_index().x / column_blocks);
     const int col0 = static_cast<int>(ctx.block_index().x % column_blocks) * kTileN;
     if (box_empty(grid, tile)) return;
     const Box keys = window_union(grid, tile);
@@ -51,10 +61,10 @@ struct Nn {
     auto sB = cute::make_tensor(cute::make_smem_ptr(smem.b), typename Shared::LayoutB{});
     // V rows land in sB as (union key, column): the transposed view, columns contiguous.
     auto sV = cute::make_tensor(sB.data(), cute::select<1, 0>(sB.layout()));
-    typename TiledMmaFor<Ctx, E>::type mma;
-    const auto coords = accumulator_coords(ctx, mma);
+    typename TiledMmaFor<Ctx, E, Config>::type mma;
+    const auto coords = accumulator_coords<Config>(ctx, mma);
 
-    fill_rows(ctx, grid, tile, 0, kTileM, true, smem.queries);
+    fill_rows<Config>(ctx, grid, tile, 0, kTileM, true, smem.queries);
     ctx.sync_threads();
     const int group = p.heads / p.heads_kv;
     for (int64_t bh = ctx.block_index().y; bh < p.batch * p.heads; bh += ctx.grid_size().y) {
@@ -62,13 +72,13 @@ struct Nn {
       const int h = static_cast<int>(bh % p.heads);
       const RowSource v_source{b * p.tokens, p.heads_kv, h / group, p.dim};
       const RowSource w_rows{b * p.tokens, p.heads, h, p.window};
-      auto acc = make_accumulator(mma);
+      auto acc = make_accumulator<Config>(mma);
       for (int64_t n0 = 0; n0 < union_size; n0 += kTileK) {
         ctx.sync_threads();  // the previous step (or (batch, head)) is done with the smem
-        fill_rows(ctx, grid, keys, n0, kTileK, false, smem.keys);
+        fill_rows<Config>(ctx, grid, keys, n0, kTileK, false, smem.keys);
         ctx.sync_threads();
-        gather_weights<true, E>(ctx, sA, grid, weights, w_rows, smem.queries, smem.keys);
-        gather_rows<kTileK, kTileN>(ctx, sV, value, v_source, smem.keys, col0);
+        gather_weights<Config, true, E>(ctx, sA, grid, weights, w_rows, smem.queries, smem.keys);
+        gather_rows<Config, kTileK, kTileN>(ctx, sV, value, v_source, smem.keys, col0);
         ctx.sync_threads();
         tile_gemm(ctx, mma, sA, sB, acc);
       }
@@ -85,10 +95,10 @@ struct Nn {
 };
 
 #if defined(__CUDACC__)
-template <typename TW, typename T>
-__global__ void __launch_bounds__(kThreads) nn_kernel(UnfusedParams p, const TW* __restrict__ weights, const T* __restrict__ value, T* __restrict__ out) {
-  __shared__ typename Nn<TW, T>::Shared smem;
-  Nn<TW, T>::run(exec::DeviceContext{}, smem, p, weights, value, out);
+template <typename TW, typename T, class Config>
+__global__ void __launch_bounds__(Config::kThreads) nn_kernel(UnfusedParams p, const TW* __restrict__ weights, const T* __restrict__ value, T* __restrict__ out) {
+  __shared__ typename Nn<TW, T, Config>::Shared smem;
+  Nn<TW, T, Config>::run(exec::DeviceContext{}, smem, p, weights, value, out);
 }
 #endif
 
@@ -96,9 +106,9 @@ __global__ void __launch_bounds__(kThreads) nn_kernel(UnfusedParams p, const TW*
 
 #if defined(__CUDACC__)
 namespace jax_natten {
-template <typename TW, typename T>
-struct exec::DeviceEntry<gemm::Nn<TW, T>> {
-  static constexpr auto kernel = gemm::nn_kernel<TW, T>;
+template <typename TW, typename T, class Config>
+struct exec::DeviceEntry<gemm::Nn<TW, T, Config>> {
+  static constexpr auto kernel = gemm::nn_kernel<TW, T, Config>;
 };
 }  // namespace jax_natten
 #endif

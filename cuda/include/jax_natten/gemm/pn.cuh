@@ -1,8 +1,10 @@
-// PN as a GEMM: per CTA (batch, head, tile of 64 queries), S = Q_tile * K_union^T in chunks of 64
-// union keys, each chunk scattered into the [query, window slot] output.
+// PN as a GEMM: per CTA (batch, head, tile of kTileM queries), S = Q_tile * K_union^T in chunks
+// of kTileN union keys, each chunk scattered into the [query, window slot] output. Config: the
+// tile configuration (config.h).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <cute/tensor.hpp>
 
@@ -20,8 +22,9 @@
 
 namespace jax_natten::gemm {
 
-template <typename E>
+template <typename E, class Config>
 struct PnShared {
+  static constexpr int kTileM = Config::kTileM, kTileN = Config::kTileN, kTileK = Config::kTileK;
   using LayoutA = RowMajor<E, kTileM, kTileK>;      // queries x head_dim
   using LayoutB = RowMajor<E, kTileN, kTileK>;      // union keys x head_dim
   using LayoutS = RowMajor<float, kTileM, kTileN>;  // scores of one chunk
@@ -33,15 +36,22 @@ struct PnShared {
 };
 
 // grid: (tiles, min(batch * heads, 65535)); a CTA loops over (batch, head) pairs.
-template <typename TW, typename T>
+template <typename TW, typename T, class Config>
 struct Pn {
   using E = typename Element<T>::type;
-  using Shared = PnShared<E>;
-  static constexpr int kThreads = gemm::kThreads;
+  using Shared = PnShared<E, Config>;
+  static constexpr int kThreads = Config::kThreads;
+  static constexpr int kTileM = Config::kTileM, kTileN = Config::kTileN, kTileK = Config::kTileK;
+  static constexpr const char* kName = "na_pn_gemm";
+
+  static std::string grid(const UnfusedParams& p, exec::Dim3* blocks) {
+    return launch_grid<Config>(p, 1, p.batch * p.heads, blocks);
+  }
+
   template <class Ctx>
   JAX_NATTEN_CTA static void run(const Ctx& ctx, Shared& smem, UnfusedParams p, const T* __restrict__ query, const T* __restrict__ key, const T* __restrict__ rpb, TW* __restrict__ out) {
     const Grid& grid = p.grid;
-    const Box tile = tile_box(grid, ctx.block_index().x);
+    const Box tile = tile_box<Config>(grid, ctx.block_index().x);
     if (box_empty(grid, tile)) return;
     const Box keys = window_union(grid, tile);
     const int64_t union_size = box_size(grid, keys);
@@ -52,10 +62,10 @@ struct Pn {
     auto sA = cute::make_tensor(cute::make_smem_ptr(smem.a), typename Shared::LayoutA{});
     auto sB = cute::make_tensor(cute::make_smem_ptr(smem.b), typename Shared::LayoutB{});
     auto sS = cute::make_tensor(cute::make_smem_ptr(smem.s), typename Shared::LayoutS{});
-    typename TiledMmaFor<Ctx, E>::type mma;
-    const auto coords = accumulator_coords(ctx, mma);
+    typename TiledMmaFor<Ctx, E, Config>::type mma;
+    const auto coords = accumulator_coords<Config>(ctx, mma);
 
-    fill_rows(ctx, grid, tile, 0, kTileM, true, smem.queries);
+    fill_rows<Config>(ctx, grid, tile, 0, kTileM, true, smem.queries);
     const int group = p.heads / p.heads_kv;
     for (int64_t bh = ctx.block_index().y; bh < p.batch * p.heads; bh += ctx.grid_size().y) {
       const int64_t b = bh / p.heads;
@@ -77,12 +87,12 @@ struct Pn {
       }
 
       for (int64_t n0 = 0; n0 < union_size; n0 += kTileN) {
-        fill_rows(ctx, grid, keys, n0, kTileN, false, smem.keys);
+        fill_rows<Config>(ctx, grid, keys, n0, kTileN, false, smem.keys);
         ctx.sync_threads();
-        auto acc = make_accumulator(mma);
+        auto acc = make_accumulator<Config>(mma);
         for (int d0 = 0; d0 < p.dim; d0 += kTileK) {
-          gather_rows<kTileM, kTileK>(ctx, sA, query, q_source, smem.queries, d0);
-          gather_rows<kTileN, kTileK>(ctx, sB, key, k_source, smem.keys, d0);
+          gather_rows<Config, kTileM, kTileK>(ctx, sA, query, q_source, smem.queries, d0);
+          gather_rows<Config, kTileN, kTileK>(ctx, sB, key, k_source, smem.keys, d0);
           ctx.sync_threads();
           tile_gemm(ctx, mma, sA, sB, acc);
           ctx.sync_threads();
@@ -110,10 +120,10 @@ struct Pn {
 };
 
 #if defined(__CUDACC__)
-template <typename TW, typename T>
-__global__ void __launch_bounds__(kThreads) pn_kernel(UnfusedParams p, const T* __restrict__ query, const T* __restrict__ key, const T* __restrict__ rpb, TW* __restrict__ out) {
-  __shared__ typename Pn<TW, T>::Shared smem;
-  Pn<TW, T>::run(exec::DeviceContext{}, smem, p, query, key, rpb, out);
+template <typename TW, typename T, class Config>
+__global__ void __launch_bounds__(Config::kThreads) pn_kernel(UnfusedParams p, const T* __restrict__ query, const T* __restrict__ key, const T* __restrict__ rpb, TW* __restrict__ out) {
+  __shared__ typename Pn<TW, T, Config>::Shared smem;
+  Pn<TW, T, Config>::run(exec::DeviceContext{}, smem, p, query, key, rpb, out);
 }
 #endif
 
@@ -121,9 +131,9 @@ __global__ void __launch_bounds__(kThreads) pn_kernel(UnfusedParams p, const T* 
 
 #if defined(__CUDACC__)
 namespace jax_natten {
-template <typename TW, typename T>
-struct exec::DeviceEntry<gemm::Pn<TW, T>> {
-  static constexpr auto kernel = gemm::pn_kernel<TW, T>;
+template <typename TW, typename T, class Config>
+struct exec::DeviceEntry<gemm::Pn<TW, T, Config>> {
+  static constexpr auto kernel = gemm::pn_kernel<TW, T, Config>;
 };
 }  // namespace jax_natten
 #endif

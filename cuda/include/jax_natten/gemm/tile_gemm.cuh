@@ -1,5 +1,6 @@
-// The CTA-level GEMM that all three operators share: acc (kTileM x kTileN, float32, in
-// registers) += A (kTileM x kTileK) * B (kTileN x kTileK)^T, both operands in shared memory.
+// The CTA-level GEMM that all three operators share: acc (kTileM x kTileN of the tile
+// configuration, float32, in registers) += A (kTileM x kTileK) * B (kTileN x kTileK)^T, both
+// operands in shared memory.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -7,23 +8,22 @@
 #include <type_traits>
 
 #include "jax_natten/exec/context.h"
-#include "jax_natten/gemm/config.h"
 
 namespace jax_natten::gemm {
 
 // The accumulator fragment of this thread for the CTA tile, zeroed.
-template <typename TiledMma>
+template <class Config, typename TiledMma>
 JAX_NATTEN_HOST_DEVICE auto make_accumulator(const TiledMma& mma) {
-  auto acc = cute::partition_fragment_C(mma, cute::Shape<cute::Int<kTileM>, cute::Int<kTileN>>{});
+  auto acc = cute::partition_fragment_C(mma, cute::Shape<cute::Int<Config::kTileM>, cute::Int<Config::kTileN>>{});
   cute::clear(acc);
   return acc;
 }
 
 // The (m, n) tile coordinates of each element of this thread's accumulator, for the epilogues.
-template <class Ctx, typename TiledMma>
+template <class Config, class Ctx, typename TiledMma>
 JAX_NATTEN_CTA auto accumulator_coords(const Ctx& ctx, const TiledMma& mma) {
   return mma.get_thread_slice(ctx.thread_index())
-      .partition_C(cute::make_identity_tensor(cute::Shape<cute::Int<kTileM>, cute::Int<kTileN>>{}));
+      .partition_C(cute::make_identity_tensor(cute::Shape<cute::Int<Config::kTileM>, cute::Int<Config::kTileN>>{}));
 }
 
 // x = big + small with both parts TF32 values: big is x rounded to TF32, small the remainder

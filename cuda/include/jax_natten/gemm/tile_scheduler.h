@@ -1,27 +1,28 @@
 // Tile scheduling of the GEMM-based kernels: which tokens a CTA owns, and the union box of the
 // tokens they interact with. (The per-token masks and window slots are mask.h's.)
 //
-// A tile is a box of in-group coordinates of ONE dilation group per axis (64 tokens: 64 in 1-D,
-// 8 x 8 in 2-D, 4 x 4 x 4 in 3-D). Keeping one group per axis makes the tokens a tile interacts
+// A tile is a box of in-group coordinates of ONE dilation group per axis (Config::kTileM tokens:
+// with 64, 64 in 1-D, 8 x 8 in 2-D, 4 x 4 x 4 in 3-D). Keeping one group per axis makes the tokens a tile interacts
 // with a box too: window starts and ends never decrease along a group (neighborhood.h), so the
 // union of the windows of the tile's queries is, per axis, [window(first).start,
 // window(last).end), and the union of the inverse windows of a tile of keys is
 // [inverse_window(first).start, inverse_window(last).end).
 #pragma once
 
+#include <algorithm>
+#include <climits>
 #include <cstdint>
+#include <string>
 
-#include "jax_natten/gemm/config.h"
+#include "jax_natten/exec/context.h"
 #include "jax_natten/neighborhood.h"
+#include "jax_natten/params.h"
 
 namespace jax_natten::gemm {
 
 // Device loops over axes run over all kMaxRank axes, unrolled, and skip the axes past the rank:
 // every per-axis index is then a compile-time constant, so per-axis arrays stay in registers
 // instead of local memory.
-
-// Per-axis tile extent for a grid of rank `rank`; the product is always kTileM.
-JAX_NATTEN_HOST_DEVICE int tile_extent(int rank) { return rank == 1 ? 64 : (rank == 2 ? 8 : 4); }
 
 JAX_NATTEN_HOST_DEVICE int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
@@ -30,9 +31,10 @@ JAX_NATTEN_HOST_DEVICE int axis_tiles(const AxisParams& p, int extent) {
   return p.dilation * ceil_div(ceil_div(p.length, p.dilation), extent);
 }
 
+template <class Config>
 JAX_NATTEN_HOST_DEVICE int64_t count_tiles(const Grid& grid) {
   int64_t tiles = 1;
-  for (int a = 0; a < grid.rank; ++a) tiles *= axis_tiles(grid.axis[a], tile_extent(grid.rank));
+  for (int a = 0; a < grid.rank; ++a) tiles *= axis_tiles(grid.axis[a], Config::tile_extent(grid.rank));
   return tiles;
 }
 
@@ -47,9 +49,10 @@ struct Box {
 };
 
 // Tile `index` of the grid, numbered row-major over the axes, each axis numbered (group, tile).
+template <class Config>
 JAX_NATTEN_HOST_DEVICE Box tile_box(const Grid& grid, int64_t index) {
   Box box;
-  const int extent = tile_extent(grid.rank);
+  const int extent = Config::tile_extent(grid.rank);
   #pragma unroll
   for (int a = kMaxRank - 1; a >= 0; --a) {
     if (a >= grid.rank) continue;
@@ -115,6 +118,18 @@ JAX_NATTEN_HOST_DEVICE Box inverse_window_union(const Grid& grid, const Box& til
     u.extent[a] = u.count[a] = imax(last.end - first.start, 0);
   }
   return u;
+}
+
+// The launch grid of a GEMM kernel `what` (x over (tile, column block), y over (batch, head)
+// pairs, which the kernels loop over past the grid's y limit), or why p cannot run: rows are
+// staged in shared memory as 16-byte vectors, hence head_dim % 8 == 0.
+template <class Config>
+std::string launch_grid(const UnfusedParams& p, int64_t column_blocks, int64_t batch_heads, exec::Dim3* blocks) {
+  if (p.dim % 8 != 0) return "head_dim must be a multiple of 8, got " + std::to_string(p.dim);
+  const int64_t x = count_tiles<Config>(p.grid) * column_blocks;
+  if (x > INT_MAX) return "too many tiles for one launch";
+  *blocks = {static_cast<unsigned int>(x), static_cast<unsigned int>(std::min<int64_t>(batch_heads, 65535)), 1};
+  return {};
 }
 
 }  // namespace jax_natten::gemm
