@@ -64,9 +64,6 @@ BUDGETS = (
     Budget("jax_natten::gemm::*_kernel<*", registers=128, expect=("HMMA",),
            why="tensor-core tile GEMMs (mma.sync; fragments read with LDS, gathers with LDG + STS: "
                "no ldmatrix or cp.async in this design); 128 threads, <= 128 registers for 4 CTAs/SM"),
-    Budget("jax_natten::fused::forward_kernel<*", registers=255, expect=("HMMA", "LDGSTS"),
-           why="fused forward: K/V tiles staged with cp.async (LDGSTS), MMA operands read with LDS (no "
-               "ldmatrix yet); 128 threads (__launch_bounds__), so all 255 registers are available"),
     Budget("jax_natten::naive::*_kernel<*", registers=64, stack_bytes=176,
            why="KNOWN DEFECT of the baseline: per-axis parameter arrays indexed at run time live on "
                "the stack (local memory, not spills)"),
