@@ -93,8 +93,8 @@ def test_every_budget_check_fires():
     sm90 = dict(_record(registers=168, HMMA=4, LDSM=2), arch="sm_90a")
     assert violations(PN_F32_NAME, sm90) == ["168 registers > 128"]
     # The fused forward needs its cp.async copies too.
-    assert violations(FUSED_NAME, _record(registers=230, HMMA=64, LDGSTS=5)) == []
-    assert violations(FUSED_NAME, _record(registers=230, HMMA=64)) == ["no LDGSTS"]
+    assert violations(FUSED_NAME, _record(registers=230, HMMA=64, LDSM=8, LDGSTS=5)) == []
+    assert violations(FUSED_NAME, _record(registers=230, HMMA=64, LDSM=8)) == ["no LDGSTS"]
     assert violations("void jax_natten::fused::fwd_kernel<float>()", _record()) == ["no row of BUDGETS covers this kernel"]
     # The fused forward: 255 registers allowed, its operands through ldmatrix required.
     fused = ("void jax_natten::fused::forward_kernel<jax_natten::fused::ForwardKernel<jax_natten::fused::Config<"
