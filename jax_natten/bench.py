@@ -215,7 +215,7 @@ def format_table(problem: Problem, records, baselines):
         base = baselines.get(r.passes)
         ratio = f"{r.tflops / base.tflops:.3f}" if base else "-"
         error = "-" if r.max_rel_err is None else f"{r.max_rel_err:.2e}"
-        rows.append((r.backend, r.passes, f"{r.ms:.3f}", f"{r.tflops:.4f}", ratio, error))
+        rows.append((r.backend, r.passes, f"{r.ms:.3f}", f"{r.tflops:.4g}", ratio, error))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [header, ""]
     for i, row in enumerate(rows):
