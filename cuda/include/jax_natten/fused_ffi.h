@@ -135,7 +135,7 @@ inline ffi::Error ForwardParams(const ffi::AnyBuffer& query, const ffi::AnyBuffe
   if (p->rpb != nullptr) {
     int64_t per_head = 1;
     for (int a = 0; a < rank; ++a) per_head *= 2 * p->grid.axis[a].kernel_size - 1;
-    if (rpb.element_count() != per_head * q.heads) return ffi::Error::InvalidArgument("rpb: expected [heads, 2*kernel_size-1 per axis]");
+    if (static_cast<int64_t>(rpb.element_count()) != per_head * q.heads) return ffi::Error::InvalidArgument("rpb: expected [heads, 2*kernel_size-1 per axis]");
   }
   const ffi::DataType t = query.element_type();
   if (key.element_type() != t || value.element_type() != t || out.element_type() != t ||
