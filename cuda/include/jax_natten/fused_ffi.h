@@ -4,8 +4,8 @@
 // handler with ForwardHandler(launch, ...) and ForwardBinding(the platform's Ffi::Bind())
 // (cuda/ffi/fused.cu, cuda/emu/fused.cc), launch an exec::DeviceLaunch or exec::HostLaunch.
 //
-// The instantiations are only declared here (launch_forward): each (platform, dtype, head-dim
-// class) is compiled in a generated unit of its own (CMakeLists.txt: FUSED_DTYPES x
+// The instantiations are only declared (fused/launch.h's launch_forward): each (platform, dtype,
+// head-dim class) is compiled in a generated unit of its own (CMakeLists.txt: FUSED_DTYPES x
 // JAX_NATTEN_FUSED_HEAD_DIMS), from fused/launch.cuh (CUDA) or fused/host_launch.h (the host
 // emulation), and jax_natten/fused_classes.h (generated) lists the built head-dim classes.
 // Allocates nothing and never synchronizes with the host.
@@ -20,24 +20,13 @@
 #include "jax_natten/ffi_util.h"
 #include "jax_natten/fused_classes.h"  // generated: JAX_NATTEN_FUSED_HEAD_DIM_CLASSES
 #include "jax_natten/fused/kernel.h"
+#include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
 #include "xla/ffi/api/ffi.h"
 
-namespace jax_natten {
-namespace exec {
-struct DeviceLaunch;
-struct HostLaunch;
-}  // namespace exec
-
-namespace fused {
+namespace jax_natten::fused {
 
 using Ints = ffi::Span<const int64_t>;
-
-// Runs the instantiation (Elem, kHeadDim) on p (not yet through pad_axes).
-template <class Elem, int kHeadDim>
-ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedParams& p);  // launch.cuh
-template <class Elem, int kHeadDim>
-ffi::Error launch_forward(const exec::HostLaunch& launch, const FusedParams& p);  // host_launch.h
 
 // The built head-dim classes, and the KV tile rows of each (the Q tile rows are kQTileRows).
 inline std::vector<int> built_head_dim_classes() { return {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}; }
@@ -184,10 +173,4 @@ auto ForwardBinding(Binding bind) {
       .template Ret<ffi::AnyBuffer>();  // lse
 }
 
-}  // namespace fused
-}  // namespace jax_natten
-
-// One explicit instantiation of launch_forward on the platform `Launch` (the generated units).
-#define JAX_NATTEN_FUSED_INSTANTIATE(Launch, Elem, kHeadDim)                              \
-  template xla::ffi::Error jax_natten::fused::launch_forward<Elem, kHeadDim>(const Launch&, \
-                                                                             const jax_natten::fused::FusedParams&);
+}  // namespace jax_natten::fused

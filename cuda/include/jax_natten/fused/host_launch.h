@@ -6,13 +6,13 @@
 
 #include "jax_natten/exec/host_launch.h"
 #include "jax_natten/fused/kernel.h"
+#include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
-#include "jax_natten/fused_ffi.h"
 
 namespace jax_natten::fused {
 
 template <class Elem, int kHeadDim>
-ffi::Error launch_forward(const exec::HostLaunch& launch, const FusedParams& p) {
+xla::ffi::Error launch_forward(const exec::HostLaunch& launch, const FusedParams& p) {
   const FusedParams padded = pad_axes(p);
   return launch.run<ForwardKernel<ForwardConfig<Elem, kHeadDim>>>(launch_grid(padded), "fused forward", padded);
 }

@@ -6,11 +6,13 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "jax_natten/exec/device_context.cuh"
 #include "jax_natten/exec/device_launch.cuh"
 #include "jax_natten/fused/kernel.h"
+#include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
-#include "jax_natten/fused_ffi.h"
 
 namespace jax_natten::fused {
 
@@ -22,12 +24,12 @@ __global__ void __launch_bounds__(K::kThreads) forward_kernel(FusedParams p) {
 
 // Enqueues the kernel on the launch's stream; no allocation, no host synchronization (CUDA-graph safe).
 template <class Elem, int kHeadDim>
-ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedParams& p) {
+xla::ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedParams& p) {
   using K = ForwardKernel<ForwardConfig<Elem, kHeadDim>>;
   constexpr int kBytes = sizeof(typename K::Shared);
   if (cudaError_t e = cudaFuncSetAttribute(forward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
       e != cudaSuccess) {
-    return ffi::Error::Internal(std::string("fused forward: ") + cudaGetErrorString(e));
+    return xla::ffi::Error::Internal(std::string("fused forward: ") + cudaGetErrorString(e));
   }
   const FusedParams padded = pad_axes(p);
   const exec::Dim3 grid = launch_grid(padded);
