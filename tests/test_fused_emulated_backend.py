@@ -106,8 +106,8 @@ def test_fused_emulated_is_explicit_and_explains_why_not():
     explanation = jn.explain(q, q, q, kernel_size=3)
     assert explanation.chosen == "reference"
     assert explanation.reasons[BACKEND] == f"runs only when named (backend={BACKEND!r})"
-    # Named, it says why it cannot run: float32 is not a fused dtype, 12 not a multiple of 8.
-    for dtype, head_dim, why in ((jnp.float32, 16, "dtype float32"), (jnp.float16, 12, "multiples of 8")):
+    # Named, it says why it cannot run: float64 is not a fused dtype, 12 not a multiple of 8.
+    for dtype, head_dim, why in ((jnp.float64, 16, "dtype float64"), (jnp.float16, 12, "multiples of 8")):
         q = jax.ShapeDtypeStruct((1, 9, 2, head_dim), dtype)
         assert why in jn.explain(q, q, q, kernel_size=3).reasons[BACKEND]
         with pytest.raises(NotImplementedError, match=why):
@@ -134,14 +134,14 @@ def _zeros(*shape, dtype=jnp.float16):
 # Straight to the FFI target (no Python checks): the shared handler's checks answer with an error.
 @pytest.mark.parametrize("call, message", [
     (lambda: _fused_call(_zeros(1, 8, 2, 12), _zeros(1, 8, 2, 12), _zeros(1, 8, 2, 12)), "multiples of 8"),
-    (lambda: _fused_call(_zeros(1, 8, 2, 8, dtype=jnp.float32), _zeros(1, 8, 2, 8, dtype=jnp.float32),
-                         _zeros(1, 8, 2, 8, dtype=jnp.float32)), "float16 or bfloat16"),
+    (lambda: _fused_call(_zeros(1, 8, 2, 8, dtype=jnp.float64), _zeros(1, 8, 2, 8, dtype=jnp.float64),
+                         _zeros(1, 8, 2, 8, dtype=jnp.float64)), "float16"),
     (lambda: _fused_call(_zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8), q_tile=(32,)), "q_tile / kv_tile"),
     (lambda: _fused_call(_zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8), lse_dtype=jnp.float16),
      "lse is float32"),
     (lambda: _fused_call(_zeros(1, 8, 3, 8), _zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8)), "multiple of key/value heads"),
     (lambda: _fused_call(_zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8), _zeros(1, 8, 2, 8), rpb=_zeros(2, 4)), "rpb"),
-], ids=["head dim 12", "float32", "q tile of 32 rows", "float16 lse", "3 query heads over 2", "rpb shape"])
+], ids=["head dim 12", "float64", "q tile of 32 rows", "float16 lse", "3 query heads over 2", "rpb shape"])
 def test_fused_handler_rejects_bad_calls(call, message):
     with pytest.raises(Exception, match=message):
         call()
