@@ -28,7 +28,8 @@ import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REGISTER_BUDGET = 255  # 128 threads a CTA: __launch_bounds__(128) allows the full file
-UNIT = '#include "jax_natten/fused/launch.cuh"\nJAX_NATTEN_FUSED_INSTANTIATE(cute::{dtype}, {dim})\n'
+UNIT = ('#include "jax_natten/fused/launch.cuh"\n'
+        'JAX_NATTEN_FUSED_INSTANTIATE(jax_natten::exec::DeviceLaunch, cute::{dtype}, {dim})\n')
 
 
 def tool(name):
@@ -39,12 +40,13 @@ def tool(name):
 
 def gate(dtype: str, dim: int, arch: str, work: pathlib.Path, defines=()) -> dict:
     import cutlass_library
+    import jax.ffi
     cutlass = pathlib.Path(cutlass_library.__file__).parent / "source" / "include"
     unit = work / f"forward_{dtype}_{dim}.cu"
     unit.write_text(UNIT.format(dtype=dtype, dim=dim))
     cubin = work / f"forward_{dtype}_{dim}_{arch}.cubin"
     subprocess.run(["nvcc", "-std=c++17", "-O3", "--expt-relaxed-constexpr", f"-arch={arch}", "-cubin", *defines,
-                    f"-I{REPO / 'cuda' / 'include'}", f"-I{cutlass}", str(unit), "-o", str(cubin)], check=True)
+                    f"-I{REPO / 'cuda' / 'include'}", f"-I{cutlass}", f"-I{jax.ffi.include_dir()}", str(unit), "-o", str(cubin)], check=True)
     env = dict(os.environ, PATH=str(pathlib.Path(tool("nvdisasm")).parent) + os.pathsep + os.environ["PATH"])
     resources = subprocess.run([tool("cuobjdump"), "-res-usage", str(cubin)], capture_output=True, text=True,
                                check=True, env=env).stdout

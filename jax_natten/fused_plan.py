@@ -33,11 +33,12 @@ HEAD_DIM_CLASSES = (32, 64, 128, 256)
 STATIC_TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "fused_static.json"
 
 
-def tile_rows(head_dim_class: int) -> tuple[int, int]:
-    """(Q, KV) tile rows of the head-dim class: those the installed extension was built with
-    (kernel.h's JAX_NATTEN_FUSED_WARPS and JAX_NATTEN_FUSED_KV_ROWS), else kernel.h's defaults."""
+def tile_rows(head_dim_class: int, platform: str = "CUDA") -> tuple[int, int]:
+    """(Q, KV) tile rows of the head-dim class: those the installed fused forward of the XLA
+    `platform` was built with (kernel.h's JAX_NATTEN_FUSED_WARPS and JAX_NATTEN_FUSED_KV_ROWS;
+    "CUDA": the extension, "cpu": the host emulation), else kernel.h's defaults."""
     from jax_natten import cuda
-    module = cuda.extension()
+    module = cuda.fused_extension(platform)
     classes = () if module is None else tuple(module.fused_head_dim_classes())
     if head_dim_class in classes:
         return module.fused_q_tile_rows(), module.fused_kv_tile_rows()[classes.index(head_dim_class)]
@@ -120,9 +121,10 @@ def _static_entry(dtype: str, head_class: int):
 
 @functools.lru_cache(maxsize=256)
 def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *, batch: int = 1,
-         heads: int = 1, dtype: str = "bfloat16", q_tile=None, kv_tile=None) -> FusedPlan:
-    """What the fused forward does for `[batch, *spatial_shape, heads, head_dim]` inputs; the tile
-    boxes are the most efficient ones unless given."""
+         heads: int = 1, dtype: str = "bfloat16", q_tile=None, kv_tile=None, platform: str = "CUDA") -> FusedPlan:
+    """What the fused forward does for `[batch, *spatial_shape, heads, head_dim]` inputs with the
+    tile shape built for the XLA `platform` (`tile_rows`); the tile boxes are the most efficient
+    ones unless given."""
     head_dim_v = head_dim if head_dim_v is None else head_dim_v
     head_class = head_dim_class(head_dim, head_dim_v)
     if head_class is None:
@@ -130,7 +132,7 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
     rank = len(spatial_shape)
     if nbhd.rank != rank:
         raise ValueError(f"spatial_shape has {rank} axes, the neighborhood {nbhd.rank}")
-    q_rows, kv_rows = tile_rows(head_class)
+    q_rows, kv_rows = tile_rows(head_class, platform)
     spatial_shape = tuple(spatial_shape)
     q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, q_rows))
     kv_choices = [tuple(kv_tile)] if kv_tile is not None else list(_boxes(rank, kv_rows))

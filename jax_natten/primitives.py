@@ -2,7 +2,7 @@
 result, its FFI call and its operand layout, which gives it its vmap and sharding rules. PN, NN
 and IN: contracts in `cuda/include/jax_natten/params.h`, handlers in cuda/ffi/unfused.cu; the
 fused forward (q, k, v -> out, lse): contract in
-`cuda/include/jax_natten/fused/params.h`, handler in cuda/ffi/fused.cu.
+`cuda/include/jax_natten/fused/params.h`, handler in `cuda/include/jax_natten/fused_ffi.h`.
 
 Composition: `Operators` wires each operator through `partitioned` with its layout, over a
 per-shard implementation `shards` whose methods `pn`, `nn`, `inverse` and `fused_forward` take one
@@ -246,7 +246,7 @@ FUSED_FORWARD_TARGET = f"{cuda.TARGET_PREFIX}na_fused_forward"
 class FfiShards:
     """The operators on one shard by the FFI targets registered for the XLA `platform` ("CUDA" or
     "cpu"): PN, NN and IN of kernel `variant` (`jax_natten_na_{pn,nn,in}_{variant}`), and the
-    fused forward (`jax_natten_na_fused_forward`, CUDA only)."""
+    fused forward (`jax_natten_na_fused_forward`, the same for every variant)."""
 
     variant: str
     platform: str = "CUDA"
@@ -288,7 +288,8 @@ class FfiShards:
     def fused_forward(self, query, key, value, rpb, nbhd: Neighborhood, scale):
         # The handler takes its tile boxes from the planner (`fused_plan.plan`).
         spatial = query.shape[-nbhd.rank - 2:-2]
-        tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name)
+        tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name,
+                                platform=self.platform)
         if rpb is None:
             rpb = jnp.zeros((0,), query.dtype)
         return self._call(FUSED_FORWARD_TARGET, fused_forward_result(query, value), nbhd, query, key, value, rpb,

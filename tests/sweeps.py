@@ -52,11 +52,12 @@ def _specs(config):
 
 
 def runs_on(backend):
-    """A `supports` predicate: whether `backend` can run a configuration's attention call."""
+    """A `supports` predicate: whether `backend` can run a configuration's attention call (when
+    named, for the backends that `backend=None` never takes)."""
 
     def supports(config):
         explanation = jax_natten.explain(**_specs(config), **config.nbhd_args(), scale=config.scale)
-        return explanation.reasons[backend] is None
+        return explanation.reasons[backend] in (None, f"runs only when named (backend={backend!r})")
 
     return supports
 

@@ -77,21 +77,24 @@ def test_emulated_under_jit_vmap_grad_remat(backend):
         assert relative_error(got, want) < 1e-5
 
 
-def test_emulated_under_batch_and_head_sharding():
+# fused-emulated: the fused forward's sharding rule, its gradient through gemm-emulated's.
+@pytest.mark.parametrize("backend, dtype, tolerance", [("gemm-emulated", jnp.float32, 1e-6),
+                                                       ("fused-emulated", jnp.float16, 1e-3)])
+def test_emulated_under_batch_and_head_sharding(backend, dtype, tolerance):
     mesh = jax.make_mesh((2, 4), ("x", "y"), axis_types=(AxisType.Auto,) * 2)
     spec = P("x", None, None, "y")
     rng = np.random.default_rng(3)
-    q = jnp.asarray(rng.standard_normal((2, 6, 7, 8, 8)), jnp.float32)
-    k, v = (jnp.asarray(rng.standard_normal((2, 6, 7, 4, 8)), jnp.float32) for _ in range(2))
+    q = jnp.asarray(rng.standard_normal((2, 6, 7, 8, 8)), dtype)
+    k, v = (jnp.asarray(rng.standard_normal((2, 6, 7, 4, 8)), dtype) for _ in range(2))
 
     def loss(q, k, v):
-        return jnp.sum(jn.na2d(q, k, v, (3, 5), dilation=(2, 1), backend="gemm-emulated") ** 2)
+        return jnp.sum(jn.na2d(q, k, v, (3, 5), dilation=(2, 1), backend=backend).astype(jnp.float32) ** 2)
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
     sharded = [jax.device_put(x, NamedSharding(mesh, spec)) for x in (q, k, v)]
     assert "all-gather" not in grad.lower(*sharded).compile().as_text()
     for got, want in zip(grad(*sharded), grad(q, k, v)):
-        assert relative_error(got, want) < 1e-6
+        assert relative_error(got, want) < tolerance
 
 
 def test_emulated_backends_are_explicit_only():

@@ -1,6 +1,10 @@
 // The nanobind module jax_natten._emulation: a dict of the host-emulation FFI handlers, which
-// Python registers with XLA for the CPU platform under the CUDA handlers' names.
+// Python registers with XLA for the CPU platform under the CUDA handlers' names, and the fused
+// forward's built head-dim classes and tile shape (as jax_natten._cuda reports its own).
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/vector.h>
+
+#include <vector>
 
 #include "xla/ffi/api/api.h"
 
@@ -12,6 +16,10 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInNaiveHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnGemmHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnGemmHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemmHost);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForwardHost);
+std::vector<int> JaxNattenFusedHeadDimClassesHost();  // cuda/emu/fused.cc
+int JaxNattenFusedQTileRowsHost();
+std::vector<int> JaxNattenFusedKvTileRowsHost();
 
 NB_MODULE(_emulation, m) {
   m.def("registrations", []() {
@@ -22,6 +30,10 @@ NB_MODULE(_emulation, m) {
     targets["na_pn_gemm"] = nb::capsule(reinterpret_cast<void*>(JaxNattenPnGemmHost));
     targets["na_nn_gemm"] = nb::capsule(reinterpret_cast<void*>(JaxNattenNnGemmHost));
     targets["na_in_gemm"] = nb::capsule(reinterpret_cast<void*>(JaxNattenInGemmHost));
+    targets["na_fused_forward"] = nb::capsule(reinterpret_cast<void*>(JaxNattenFusedForwardHost));
     return targets;
   });
+  m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClassesHost);
+  m.def("fused_q_tile_rows", &JaxNattenFusedQTileRowsHost);
+  m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRowsHost);  // per head-dim class
 }

@@ -7,21 +7,14 @@
 // the results.
 #pragma once
 
-#include <cstring>
-
 #include "jax_natten/exec/host_launch.h"
 #include "jax_natten/unfused_ffi.h"
+#include "poisoned.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jax_natten::emu {
 
 using exec::HostLaunch;
-
-// 0xff bytes: NaN in float32, float16 and bfloat16. (An empty buffer's data may be null.)
-inline ffi::Result<ffi::AnyBuffer> Poisoned(ffi::Result<ffi::AnyBuffer> out) {
-  if (out->size_bytes() > 0) std::memset(out->untyped_data(), 0xff, out->size_bytes());
-  return out;
-}
 
 template <class Impl>
 ffi::Error Pn(ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer rpb, Ints kernel_size, Ints stride,

@@ -96,15 +96,18 @@ class BlockedBackend:
 # on the GPU (benchmarks/results/), so `backend=None` never prefers them.
 # 16-byte row loads: head dims must be multiples of 8.
 _GEMM = UnfusedBackend("gemm", Operators(FfiShards("gemm")), head_dim_multiple=8)
+# The same kernels run on the CPU by the host emulation (JAX_NATTEN_EMULATION=ON builds): slow,
+# for testing the CUDA source without a GPU.
+_GEMM_EMULATED = UnfusedBackend("gemm-emulated", Operators(FfiShards("gemm", "cpu")), head_dim_multiple=8,
+                                explicit_only=True)
 BACKENDS = (
     FusedBackend(_GEMM),
     _GEMM,
     BlockedBackend(),
     ReferenceBackend(),
     UnfusedBackend("naive", Operators(FfiShards("naive"))),
-    # The same kernels run on the CPU by the host emulation (JAX_NATTEN_EMULATION=ON builds):
-    # slow, for testing the CUDA source without a GPU.
-    UnfusedBackend("gemm-emulated", Operators(FfiShards("gemm", "cpu")), head_dim_multiple=8, explicit_only=True),
+    FusedBackend(_GEMM_EMULATED, name="fused-emulated", explicit_only=True),
+    _GEMM_EMULATED,
     UnfusedBackend("naive-emulated", Operators(FfiShards("naive", "cpu")), explicit_only=True),
 )
 
@@ -118,11 +121,12 @@ def default_platform():
 
 
 def automatic_reason(candidate, request: Request):
-    """Why `backend=None` does not take `candidate`: it runs only when named, it cannot run, or it
-    runs but slower."""
-    if getattr(candidate, "explicit_only", False):
-        return f"runs only when named (backend={candidate.name!r})"
+    """Why `backend=None` does not take `candidate`: it runs only when named (and then also why it
+    could not run when named), it cannot run, or it runs but slower."""
     reason = candidate.unsupported(request)
+    if getattr(candidate, "explicit_only", False):
+        named = f"runs only when named (backend={candidate.name!r})"
+        return named if reason is None else f"{named}, and named cannot run: {reason}"
     if reason is None and hasattr(candidate, "passed_over"):
         reason = candidate.passed_over(request)
     return reason

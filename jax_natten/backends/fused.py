@@ -1,12 +1,13 @@
-"""The fused CUDA backend ("fused"): one kernel computes the window's softmax(q k^T + rpb) v and
-its LSE without writing the scores (cuda/include/jax_natten/fused/). Additional KV tokens are
-attended in XLA and merged exactly through the two LSEs, inside the same `jax.custom_vjp`:
+"""The fused CUDA backend ("fused", and "fused-emulated": the same kernel in the host emulation on
+the CPU): one kernel computes the window's softmax(q k^T + rpb) v and its LSE without writing the
+scores (cuda/include/jax_natten/fused/). Additional KV tokens are attended in XLA and merged
+exactly through the two LSEs, inside the same `jax.custom_vjp`:
 
   lse = logaddexp(lse_window, lse_extra),
   out = exp(lse_window - lse) out_window + exp(lse_extra - lse) out_extra.
 
-Until the fused backward exists, the gradient is the gemm backend's (PN/NN/IN kernels), which
-recomputes the attention from the saved inputs.
+Until the fused backward exists, the gradient is the gemm backend's (PN/NN/IN kernels; for
+"fused-emulated", "gemm-emulated"), which recomputes the attention from the saved inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from jax_natten import cuda, fused_plan
 from jax_natten.backends import extra_kv
 
 DTYPES = ("float16", "bfloat16")
-NOTE = "gradient from the gemm operators (PN/NN/IN), recomputed from the inputs; no fused backward yet"
 
 
 def _merge_extra(out, lse, query, additional_keys, additional_values, scale):
@@ -61,14 +61,15 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 class FusedBackend:
-    """The fused forward kernel of `gemm.kernels` (`primitives.Operators`) on CUDA GPUs; gradients
-    through `gemm` (an UnfusedBackend)."""
+    """The fused forward kernel of `gemm.kernels` (`primitives.Operators`) on the platform of its
+    FFI targets (CUDA GPUs, or the CPU for the host emulation); gradients through `gemm` (an
+    UnfusedBackend on the same targets)."""
 
-    name = "fused"
-    note = NOTE
-
-    def __init__(self, gemm):
+    def __init__(self, gemm, name: str = "fused", explicit_only: bool = False):
         self.gemm = gemm
+        self.name = name
+        self.explicit_only = explicit_only
+        self.note = f"gradient from the {gemm.name} operators (PN/NN/IN), recomputed from the inputs; no fused backward yet"
 
     def unsupported(self, request):
         if request.operator != "attention":
@@ -81,7 +82,7 @@ class FusedBackend:
         if request.head_dim % 8 or request.head_dim_v % 8:
             return f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: the fused kernel needs multiples of 8"
         head_class = fused_plan.head_dim_class(request.head_dim, request.head_dim_v)
-        built = cuda.fused_head_dim_classes()
+        built = cuda.fused_head_dim_classes(self.gemm.kernels.shards.platform)
         if head_class is None or not any(c >= head_class for c in built):
             return (f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: this build has the fused "
                     f"head-dim classes {built}")

@@ -71,9 +71,17 @@ def unavailable_reason(platform: str | None = None, capability: tuple[int, int] 
     return None
 
 
-def fused_head_dim_classes() -> tuple[int, ...]:
-    """The head-dim classes the extension's fused forward was built with (empty without it)."""
-    return () if _cuda is None else tuple(_cuda.fused_head_dim_classes())
+def fused_extension(platform: str = "CUDA"):
+    """The module whose fused forward runs on the XLA `platform`: jax_natten._cuda ("CUDA") or
+    the host emulation jax_natten._emulation ("cpu"); None when not installed."""
+    return _emulation if platform == "cpu" else _cuda
+
+
+def fused_head_dim_classes(platform: str = "CUDA") -> tuple[int, ...]:
+    """The head-dim classes the fused forward of `platform` (`fused_extension`) was built with
+    (empty without it)."""
+    module = fused_extension(platform)
+    return () if module is None else tuple(module.fused_head_dim_classes())
 
 
 def embedded_archs() -> str | None:

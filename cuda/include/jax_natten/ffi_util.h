@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "jax_natten/neighborhood.h"
 #include "xla/ffi/api/ffi.h"
@@ -75,6 +76,16 @@ inline ffi::Error ReadGrid(const TokenLayout& layout, ffi::Span<const int64_t> k
                                is_causal[a] != 0};
   }
   return ffi::Error::Success();
+}
+
+// The neighborhood attributes that ReadGrid reads, in the order every handler's binding has them.
+template <typename Binding>
+auto NeighborhoodAttrs(Binding bind) {
+  using Ints = ffi::Span<const int64_t>;
+  return std::move(bind).template Attr<Ints>("kernel_size")
+      .template Attr<Ints>("stride")
+      .template Attr<Ints>("dilation")
+      .template Attr<Ints>("is_causal");
 }
 
 }  // namespace jax_natten

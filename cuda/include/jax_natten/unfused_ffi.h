@@ -251,13 +251,9 @@ ffi::Error InHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffe
 // is the platform's start (on CUDA: Ffi::Bind().Ctx<PlatformStream<cudaStream_t>>()).
 template <typename Binding>
 auto PnBinding(Binding bind) {
-  return std::move(bind).template Arg<ffi::AnyBuffer>()  // query
-      .template Arg<ffi::AnyBuffer>()         // key
-      .template Arg<ffi::AnyBuffer>()         // rpb
-      .template Attr<Ints>("kernel_size")
-      .template Attr<Ints>("stride")
-      .template Attr<Ints>("dilation")
-      .template Attr<Ints>("is_causal")
+  return NeighborhoodAttrs(std::move(bind).template Arg<ffi::AnyBuffer>()  // query
+                               .template Arg<ffi::AnyBuffer>()         // key
+                               .template Arg<ffi::AnyBuffer>())        // rpb
       .template Attr<float>("scale")
       .template Attr<float>("empty_value")
       .template Ret<ffi::AnyBuffer>();
@@ -266,12 +262,8 @@ auto PnBinding(Binding bind) {
 // NN and IN take the same operands: (weights, tensor).
 template <typename Binding>
 auto NnInBinding(Binding bind) {
-  return std::move(bind).template Arg<ffi::AnyBuffer>()  // weights
-      .template Arg<ffi::AnyBuffer>()         // value (NN) / values (IN)
-      .template Attr<Ints>("kernel_size")
-      .template Attr<Ints>("stride")
-      .template Attr<Ints>("dilation")
-      .template Attr<Ints>("is_causal")
+  return NeighborhoodAttrs(std::move(bind).template Arg<ffi::AnyBuffer>()  // weights
+                               .template Arg<ffi::AnyBuffer>())        // value (NN) / values (IN)
       .template Attr<float>("scale")
       .template Ret<ffi::AnyBuffer>();
 }

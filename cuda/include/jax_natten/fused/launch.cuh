@@ -1,13 +1,17 @@
-// The GPU entry of the fused forward and its launch (dynamic shared memory: the K/V stages of
-// the larger head dims exceed the 48 KiB of static shared memory). Instantiated once per
-// (dtype, head-dim class) in the generated units listed in CMakeLists.txt (FUSED_DTYPES x
-// JAX_NATTEN_FUSED_HEAD_DIMS).
+// The GPU entry of the fused forward and its launch on CUDA (dynamic shared memory: the K/V
+// stages of the larger head dims exceed the 48 KiB of static shared memory); the host
+// emulation's counterpart is host_launch.h. Instantiated once per (dtype, head-dim class) in the
+// generated units listed in CMakeLists.txt (FUSED_DTYPES x JAX_NATTEN_FUSED_HEAD_DIMS).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <string>
+
 #include "jax_natten/exec/device_context.cuh"
+#include "jax_natten/exec/device_launch.cuh"
 #include "jax_natten/fused/kernel.h"
+#include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
 
 namespace jax_natten::fused {
@@ -18,23 +22,19 @@ __global__ void __launch_bounds__(K::kThreads) forward_kernel(FusedParams p) {
   K::run(exec::DeviceContext{}, *reinterpret_cast<typename K::Shared*>(smem), p);
 }
 
-// Enqueues the kernel on `stream`; no allocation, no host synchronization (CUDA-graph safe).
+// Enqueues the kernel on the launch's stream; no allocation, no host synchronization (CUDA-graph safe).
 template <class Elem, int kHeadDim>
-cudaError_t launch_forward(cudaStream_t stream, const FusedParams& p) {
+xla::ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedParams& p) {
   using K = ForwardKernel<ForwardConfig<Elem, kHeadDim>>;
   constexpr int kBytes = sizeof(typename K::Shared);
   if (cudaError_t e = cudaFuncSetAttribute(forward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
       e != cudaSuccess) {
-    return e;
+    return xla::ffi::Error::Internal(std::string("fused forward: ") + cudaGetErrorString(e));
   }
   const FusedParams padded = pad_axes(p);
   const exec::Dim3 grid = launch_grid(padded);
-  forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, stream>>>(padded);
-  return cudaGetLastError();
+  forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
+  return LastCudaError("fused forward");
 }
 
 }  // namespace jax_natten::fused
-
-// One explicit instantiation of launch_forward (the generated units).
-#define JAX_NATTEN_FUSED_INSTANTIATE(Elem, kHeadDim) \
-  template cudaError_t jax_natten::fused::launch_forward<Elem, kHeadDim>(cudaStream_t, const jax_natten::fused::FusedParams&);
