@@ -87,9 +87,10 @@ ffi::Error FusedForward(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffe
   if (ffi::Error e = ReadTiles(kv_tile, rank, "kv_tile", p.kv_tile); e.failure()) return e;
   const int head_class = built_class(static_cast<int>(q.dim), static_cast<int>(v.dim));
   if (head_class == 0) return ffi::Error::InvalidArgument("fused: no built head-dim class holds the head dims");
-  if (box_rows(p.q_tile, rank) != kQTileRows || box_rows(p.kv_tile, rank) != kv_tile_rows(head_class)) {
+  const int kv_rows = kv_tile_rows(head_class, static_cast<int>(ffi::ByteWidth(query.element_type())));
+  if (box_rows(p.q_tile, rank) != kQTileRows || box_rows(p.kv_tile, rank) != kv_rows) {
     return ffi::Error::InvalidArgument("fused: q_tile / kv_tile boxes must hold " + std::to_string(kQTileRows) + " / " +
-                                       std::to_string(kv_tile_rows(head_class)) + " rows (the built tile shape)");
+                                       std::to_string(kv_rows) + " rows (the built tile shape)");
   }
   p.batch = q.batch;
   p.tokens = q.tokens;
@@ -124,8 +125,11 @@ ffi::Error FusedForward(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffe
     case ffi::DataType::BF16:
       status = launch_built_class<cute::bfloat16_t>(stream, p);
       break;
+    case ffi::DataType::F32:
+      status = launch_built_class<float>(stream, p);
+      break;
     default:
-      return ffi::Error::InvalidArgument("fused: float16 or bfloat16 inputs");
+      return ffi::Error::InvalidArgument("fused: float16, bfloat16 or float32 inputs");
   }
   if (status != cudaSuccess) return ffi::Error::Internal(std::string("fused forward: ") + cudaGetErrorString(status));
   return ffi::Error::Success();
@@ -135,12 +139,12 @@ ffi::Error FusedForward(cudaStream_t stream, ffi::AnyBuffer query, ffi::AnyBuffe
 }  // namespace jax_natten::fused
 
 // The built head-dim classes and tile shape, for Python (bindings.cc): Q tile rows, and KV tile
-// rows per class.
+// rows per class for inputs of `element_bytes` bytes.
 std::vector<int> JaxNattenFusedHeadDimClasses() { return {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}; }
 int JaxNattenFusedQTileRows() { return jax_natten::fused::kQTileRows; }
-std::vector<int> JaxNattenFusedKvTileRows() {
+std::vector<int> JaxNattenFusedKvTileRows(int element_bytes) {
   std::vector<int> rows;
-  for (int c : {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}) rows.push_back(jax_natten::fused::kv_tile_rows(c));
+  for (int c : {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}) rows.push_back(jax_natten::fused::kv_tile_rows(c, element_bytes));
   return rows;
 }
 
