@@ -83,6 +83,17 @@ def gate(dtype: str, dim: int, arch: str, work: pathlib.Path, defines=()) -> dic
     return entry
 
 
+def table(entries):
+    """The Markdown table of gate entries."""
+    lines = ["| arch | dtype | head dim | registers | spill/local bytes | ptxas spill bytes | HMMA | LDGSTS | LDSM | LDS | "
+             "SHFL | SASS | nvcc s | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['arch']} | {e['dtype']} | {e['head_dim']} | {e['registers']} | {e['spill_bytes']} | "
+              f"{e['ptxas_spill_bytes']} | {e['HMMA']} | {e['LDGSTS']} | {e['LDSM']} | {e['LDS']} | {e['SHFL']} | "
+              f"{e['SASS']} | {e['compile_seconds']} | {'; '.join(e['failures']) or 'ok'} |" for e in entries]
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtypes", default=",".join(ELEMENTS))
@@ -90,7 +101,7 @@ def main(argv=None):
     parser.add_argument("--archs", default="sm_80,sm_90a")
     parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results" / "fused_static.json")
     parser.add_argument("--warps", type=int, help="JAX_NATTEN_FUSED_WARPS (Q tile rows: 16 per warp)")
-    parser.add_argument("--kv-rows", type=int, help="JAX_NATTEN_FUSED_KV_ROWS (half at head dim 256)")
+    parser.add_argument("--kv-rows", type=int, help="JAX_NATTEN_FUSED_KV_ROWS (fewer for K/V rows over 256 bytes: kernel.h)")
     args = parser.parse_args(argv)
     defines = [f"-DJAX_NATTEN_FUSED_{name}={value}" for name, value in (("WARPS", args.warps), ("KV_ROWS", args.kv_rows))
                if value is not None]
@@ -103,12 +114,7 @@ def main(argv=None):
                     print(json.dumps(entries[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"kernels": entries}, indent=1) + "\n")
-    lines = ["| arch | dtype | head dim | registers | spill/local bytes | ptxas spill bytes | HMMA | LDGSTS | LDSM | LDS | "
-             "SHFL | SASS | nvcc s | gate |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {e['arch']} | {e['dtype']} | {e['head_dim']} | {e['registers']} | {e['spill_bytes']} | "
-              f"{e['ptxas_spill_bytes']} | {e['HMMA']} | {e['LDGSTS']} | {e['LDSM']} | {e['LDS']} | {e['SHFL']} | "
-              f"{e['SASS']} | {e['compile_seconds']} | {'; '.join(e['failures']) or 'ok'} |" for e in entries]
+    lines = table(entries)
     args.out.with_suffix(".md").write_text(f"`python benchmarks/fused_static.py {' '.join(argv or sys.argv[1:])}`\n\n"
                                            + "\n".join(lines) + "\n")
     print("\n".join(lines))

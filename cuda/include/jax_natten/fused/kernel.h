@@ -40,8 +40,9 @@ inline exec::Dim3 launch_grid(const FusedParams& p) {
 // JAX_NATTEN_FUSED_KV_ROWS keys while a K/V row (head-dim class x element bytes) has at most 256
 // bytes, proportionally fewer for wider rows (half at float16/bfloat16 head dim 256 and float32
 // 128, a quarter at float32 256), so that two K/V stages stay within shared memory: at most 64
-// KiB of K/V and 128 KiB a CTA (float32, 256), within the 163 KiB of an sm_80 SM (the float32
-// accumulators are the 16-bit dtypes' own, so registers do not grow with the element either).
+// KiB of K/V and 128 KiB a CTA (float32, 256), within the 163 KiB of an sm_80 SM. Registers do
+// not grow with the element: the accumulators are float32 in every dtype, and the float32
+// operands are split one k-block and one atom at a time (benchmarks/results/fused_static.md).
 // Default 4 warps by 64 keys; a build switches every instantiation at once with
 // -DJAX_NATTEN_FUSED_WARPS=N -DJAX_NATTEN_FUSED_KV_ROWS=M (CMake: the cache variables of the same
 // names; benchmarks/fused_static.py: --warps, --kv-rows). The planner reads the built shape from
