@@ -40,7 +40,7 @@ HEAD_DIM_CLASSES = (32, 64, 128, 256)
 STATIC_TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "fused_static.json"
 
 
-def tile_rows(head_dim_class: int, dtype: str = "bfloat16") -> tuple[int, int]:
+def tile_rows(head_dim_class: int, dtype: str) -> tuple[int, int]:
     """(Q, KV) tile rows of the head-dim class and dtype: those the installed extension was built
     with (kernel.h's JAX_NATTEN_FUSED_WARPS and JAX_NATTEN_FUSED_KV_ROWS), else kernel.h's defaults."""
     from jax_natten import cuda

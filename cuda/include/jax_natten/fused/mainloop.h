@@ -33,10 +33,11 @@ namespace jax_natten::fused {
 // 16-bit inputs: V^T through ldmatrix.trans, keys in order.
 // float32: TF32 operands (m16n8k8); ldmatrix cannot transpose 32-bit elements, so each lane
 // loads its V elements with plain shared loads, and the keys of every 8-key k-block are read in
-// the order kKeyOrder (MMA k index t + 4 j -> key 2 t + j), the order in which the S
-// accumulator holds them (softmax.h: accumulator_as_a), so that P goes from S's registers to the
-// A operand without a shuffle. Each lane then reads keys 2t and 2t + 1 of 8 consecutive head-dim
-// columns: with the tiles' swizzle the 32 lanes of a load touch 32 distinct banks.
+// the order KeyOrder (MMA k index t + 4 j -> key 2 t + j), the order in which the S accumulator
+// holds them (softmax.h: accumulator_as_a), so that P goes from S's registers to the A operand
+// without a shuffle. Lane (g, t) then reads keys 2t and 2t + 1 at head-dim column g (+ 8 n):
+// with the tiles' swizzle, rows 0, 2, 4, 6 of an 8-row block put a column's chunk in four
+// distinct chunks of the 128-byte line, so the 32 lanes of a load touch 32 distinct banks.
 template <class Elem>
 struct Sm80Atom;
 template <>
@@ -347,7 +348,7 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
     }
     softmax.update(ctx, s_rc, o_rc);
 
-    // P in the input dtype (float32: S itself, split by the MMA), in the registers of S, viewed as
+    // P in the input dtype (float32: S itself, split in mma_kblock), in the registers of S, viewed as
     // the A operand of P V.
     Tensor p_elem = make_tensor<Elem>(acc_s.layout());
     CUTE_UNROLL
