@@ -20,7 +20,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForward);
 std::vector<int> JaxNattenFusedHeadDimClasses();  // cuda/ffi/fused.cu
 int JaxNattenFusedQTileRows();
-std::vector<int> JaxNattenFusedKvTileRows();
+std::vector<int> JaxNattenFusedKvTileRows(int element_bytes);
 
 namespace {
 
@@ -50,5 +50,5 @@ NB_MODULE(_cuda, m) {
   m.def("cuda_archs", []() { return JAX_NATTEN_CUDA_ARCHS; });
   m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClasses);
   m.def("fused_q_tile_rows", &JaxNattenFusedQTileRows);
-  m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRows);  // per head-dim class
+  m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRows, nb::arg("element_bytes"));  // per head-dim class
 }

@@ -23,9 +23,16 @@ import numpy as np
 
 from jax_natten.neighborhood import Neighborhood, window
 
-# kernel.h's default tile shape: 4 warps x 16 query rows by 64 keys (32 at head dim 256).
+# The input dtypes of the fused kernel (CMakeLists.txt's FUSED_DTYPES builds one unit per dtype and
+# head-dim class; cuda/ffi/fused.cu dispatches them): the one Python list, which the backends read.
+# float32 runs split TF32 on the tensor cores (3 TF32 MMAs per product): float32 accuracy.
+ELEMENT_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+DTYPES = tuple(ELEMENT_BYTES)
+# kernel.h's default tile shape: 4 warps x 16 query rows by 64 keys while a K/V row has at most 256
+# bytes, proportionally fewer for wider rows (kv_tile_rows).
 DEFAULT_Q_TILE_ROWS = 64
 DEFAULT_KV_TILE_ROWS = 64
+KV_ROW_BYTES = 256
 THREADS_PER_Q_ROW = 2  # a warp of 32 threads per 16 query rows
 STAGES = 2  # K/V tiles in flight
 KEY_TABLE_BYTES = 12  # mask.h: KeyTable, an int and an int64 per key of a KV tile
@@ -33,16 +40,18 @@ HEAD_DIM_CLASSES = (32, 64, 128, 256)
 STATIC_TABLE = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "fused_static.json"
 
 
-def tile_rows(head_dim_class: int, platform: str = "CUDA") -> tuple[int, int]:
-    """(Q, KV) tile rows of the head-dim class: those the installed fused forward of the XLA
-    `platform` was built with (kernel.h's JAX_NATTEN_FUSED_WARPS and JAX_NATTEN_FUSED_KV_ROWS;
+def tile_rows(head_dim_class: int, dtype: str, platform: str = "CUDA") -> tuple[int, int]:
+    """(Q, KV) tile rows of the head-dim class and dtype: those the installed fused forward of the
+    XLA `platform` was built with (kernel.h's JAX_NATTEN_FUSED_WARPS and JAX_NATTEN_FUSED_KV_ROWS;
     "CUDA": the extension, "cpu": the host emulation), else kernel.h's defaults."""
     from jax_natten import cuda
     module = cuda.fused_extension(platform)
     classes = () if module is None else tuple(module.fused_head_dim_classes())
     if head_dim_class in classes:
-        return module.fused_q_tile_rows(), module.fused_kv_tile_rows()[classes.index(head_dim_class)]
-    return DEFAULT_Q_TILE_ROWS, DEFAULT_KV_TILE_ROWS // 2 if head_dim_class == 256 else DEFAULT_KV_TILE_ROWS
+        rows = module.fused_kv_tile_rows(ELEMENT_BYTES[dtype])
+        return module.fused_q_tile_rows(), rows[classes.index(head_dim_class)]
+    row_bytes = head_dim_class * ELEMENT_BYTES[dtype]
+    return DEFAULT_Q_TILE_ROWS, DEFAULT_KV_TILE_ROWS * KV_ROW_BYTES // max(KV_ROW_BYTES, row_bytes)
 
 
 def head_dim_class(head_dim: int, head_dim_v: int) -> int | None:
@@ -132,7 +141,9 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
     rank = len(spatial_shape)
     if nbhd.rank != rank:
         raise ValueError(f"spatial_shape has {rank} axes, the neighborhood {nbhd.rank}")
-    q_rows, kv_rows = tile_rows(head_class, platform)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype}: the fused kernel takes {', '.join(DTYPES)}")
+    q_rows, kv_rows = tile_rows(head_class, dtype, platform)
     spatial_shape = tuple(spatial_shape)
     q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, q_rows))
     kv_choices = [tuple(kv_tile)] if kv_tile is not None else list(_boxes(rank, kv_rows))
@@ -160,7 +171,7 @@ def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | Non
         grid=(math.prod(a.launched for a in axes), heads, min(batch, 65535)),
         ctas_with_work=ctas, kv_tiles_mean=kv_sum / ctas, kv_tiles_max=math.prod(a.kv_tiles_max for a in axes),
         tile_efficiency=efficiency(axes), fast_path_fraction=math.prod(a.unmasked for a in axes) / kv_sum,
-        smem_bytes=(q_rows + 2 * STAGES * kv_rows) * head_class * 2 + KEY_TABLE_BYTES * kv_rows,
+        smem_bytes=(q_rows + 2 * STAGES * kv_rows) * head_class * ELEMENT_BYTES[dtype] + KEY_TABLE_BYTES * kv_rows,
         registers=None if entry is None else entry["registers"],
         spill_bytes=None if entry is None else entry["spill_bytes"])
 

@@ -74,8 +74,8 @@ class _FakeExtension:
     def fused_q_tile_rows(self):
         return 64
 
-    def fused_kv_tile_rows(self):
-        return (64, 64, 64, 32)
+    def fused_kv_tile_rows(self, element_bytes):
+        return (64, 64, 64, 32) if element_bytes == 2 else (64, 64, 32, 16)
 
 
 def _explain_on_gpu(monkeypatch, archs, capability):

@@ -11,6 +11,8 @@ import re
 import fused_emulation as emu
 import pytest
 
+from jax_natten import fused_plan
+
 REASON = emu.unavailable_reason()
 REQUIRED = "1" in (os.environ.get("JAX_NATTEN_REQUIRE_EXTENSION"), os.environ.get("JAX_NATTEN_REQUIRE_EMULATION"))
 if REASON is not None and REQUIRED:
@@ -29,23 +31,29 @@ def test_emulated_sweep_matches_float64():
     done = emu.run(emu.build(), CASES_PER_DTYPE)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     summary = _summary(done.stdout)
-    for dtype in ("float16", "bfloat16"):
+    for dtype in fused_plan.DTYPES:
         cases = sum(int(n) for d, _, n, failed in summary if d == dtype)
         assert cases >= CASES_PER_DTYPE, summary
         assert {int(c) for d, c, _, _ in summary if d == dtype} == {32, 64, 128, 256}
     assert all(failed == "0" for *_, failed in summary)
 
 
+# The one-class builds run float16 and float32 (the two MMA paths) at head-dim class 64.
+ONE_CLASS_DTYPES = {"float16", "float32"}
+
+
 def test_race_shadow_clean():
     done = emu.run(emu.build(emu.SHADOW_FLAGS + emu.ONE_CLASS), 6, seed=2)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "races" not in done.stderr
+    assert {d for d, *_ in _summary(done.stdout)} == ONE_CLASS_DTYPES
 
 
 def test_thread_sanitizer_clean():
     done = emu.run(emu.build(emu.TSAN_FLAGS + emu.ONE_CLASS, optimize="-O1"), 2, seed=3, lanes="threads")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "ThreadSanitizer" not in done.stderr
+    assert {d for d, *_ in _summary(done.stdout)} == ONE_CLASS_DTYPES
 
 
 # Not among them: the barrier before the next loads. The emulation lands a cp.async at its wait,
@@ -83,4 +91,4 @@ def test_cta_past_2_to_31_elements():
     # Only the last CTAs of the last head run, over mmap'd tensors of 2^31 + 2^22... elements.
     done = emu.run(emu.build(), 0, lanes="big")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "big tensor:" in done.stdout
+    assert "big tensor float16:" in done.stdout and "big tensor float32:" in done.stdout

@@ -31,8 +31,7 @@ import sweeps
 import jax_natten as jn
 import jax_natten.cuda
 from conftest import require_emulation
-from jax_natten import backends
-from jax_natten.backends import fused
+from jax_natten import backends, fused_plan
 
 BACKEND = "fused-emulated"
 SWEEP = int(os.environ.get("JAX_NATTEN_FUSED_EMULATION_SWEEP", "40"))
@@ -68,10 +67,10 @@ def test_fused_target_registered_for_cpu():
     assert jax_natten.cuda.fused_head_dim_classes("cpu"), "the emulation has no fused head-dim class"
 
 
-@pytest.mark.parametrize("dtype", fused.DTYPES)
+@pytest.mark.parametrize("dtype", fused_plan.DTYPES)
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_fused_emulated_matches_oracle(dtype, chunk):
-    configs = fused_configs(SWEEP, seed=1200 + fused.DTYPES.index(dtype), dtype=dtype)
+    configs = fused_configs(SWEEP, seed=1200 + fused_plan.DTYPES.index(dtype), dtype=dtype)
     for index in range(chunk, SWEEP, CHUNKS):
         sweeps.check_backend(BACKEND, configs[index], seed=index, grads=index // CHUNKS % GRADS_EVERY == 0)
 

@@ -67,3 +67,18 @@ def test_plan_command_every_standard_problem(tmp_path, capsys):
         assert name in printed and 0 < p["tile_efficiency"] <= 1
     cli.main(["plan", "--problem", "2d-nat", "--head-dim", "64"])
     assert "2d-nat-custom" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("head_dim, kv_rows", [(32, 64), (64, 64), (128, 32), (256, 16)])
+def test_float32_tiles_and_shared_memory(head_dim, kv_rows):
+    # kernel.h: KV tiles of 64 keys up to 256-byte K/V rows, fewer for wider ones (float32 rows are
+    # twice the bytes), so that a CTA's Q tile and two K/V stages stay within 128 KiB.
+    nbhd = Neighborhood((7,), (1,), (1,), (False,))
+    p = fused_plan.plan((300,), nbhd, head_dim, dtype="float32")
+    assert math.prod(p.kv_tile) == kv_rows
+    assert p.smem_bytes == (64 + 4 * kv_rows) * head_dim * 4 + fused_plan.KEY_TABLE_BYTES * kv_rows
+    assert p.smem_bytes <= 128 * 1024 + fused_plan.KEY_TABLE_BYTES * kv_rows
+    half = fused_plan.plan((300,), nbhd, head_dim, dtype="bfloat16")
+    assert math.prod(half.kv_tile) == (32 if head_dim == 256 else 64)
+    with pytest.raises(ValueError, match="float64"):
+        fused_plan.plan((300,), nbhd, head_dim, dtype="float64")

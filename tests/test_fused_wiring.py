@@ -6,6 +6,8 @@ shards. (test_sharding.py shards it; the real FFI call is tested on the GPU.)"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,3 +82,4 @@ def test_unsupported_reasons():
     assert "not installed" in reason or "not on a CUDA GPU" in reason
     # explain() prints this note under the fused backend wherever it can run (a GPU).
     assert "gemm" in backend.note
+    assert "TF32" in backend.describe(dataclasses.replace(request, dtype="float32")) and "TF32" not in backend.describe(request)

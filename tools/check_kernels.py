@@ -68,8 +68,10 @@ BUDGETS = (
            why="KNOWN DEFECT of the baseline: per-axis parameter arrays indexed at run time live on "
                "the stack (local memory, not spills)"),
     Budget("jax_natten::fused::forward_kernel<*", registers=255, expect=("HMMA", "LDSM", "LDGSTS"),
-           why="fused forward (benchmarks/fused_static.py gates each instantiation too): mma.sync, Q/K/V^T "
-               "fragments through ldmatrix, cp.async gathers; __launch_bounds__ allows the full file"),
+           why="fused forward (benchmarks/fused_static.py gates each instantiation too): mma.sync, Q/K "
+               "fragments through ldmatrix (float32: on 32-bit elements), V^T through ldmatrix.trans in "
+               "float16/bfloat16 and plain LDS in float32 (no 32-bit transpose), cp.async gathers; "
+               "__launch_bounds__ allows the full file"),
     Budget("jax_natten::*window_bounds_kernel", registers=32,
            why="test kernel: the C++ neighborhood rule per position"),
 )

@@ -19,7 +19,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemmHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForwardHost);
 std::vector<int> JaxNattenFusedHeadDimClassesHost();  // cuda/emu/fused.cc
 int JaxNattenFusedQTileRowsHost();
-std::vector<int> JaxNattenFusedKvTileRowsHost();
+std::vector<int> JaxNattenFusedKvTileRowsHost(int element_bytes);
 
 NB_MODULE(_emulation, m) {
   m.def("registrations", []() {
@@ -35,5 +35,5 @@ NB_MODULE(_emulation, m) {
   });
   m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClassesHost);
   m.def("fused_q_tile_rows", &JaxNattenFusedQTileRowsHost);
-  m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRowsHost);  // per head-dim class
+  m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRowsHost, nb::arg("element_bytes"));  // per head-dim class
 }

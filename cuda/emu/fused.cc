@@ -30,7 +30,7 @@ ffi::Error FusedForward(ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer
 // The emulation's built head-dim classes and tile shape, for Python (bindings.cc).
 std::vector<int> JaxNattenFusedHeadDimClassesHost() { return jax_natten::fused::built_head_dim_classes(); }
 int JaxNattenFusedQTileRowsHost() { return jax_natten::fused::kQTileRows; }
-std::vector<int> JaxNattenFusedKvTileRowsHost() { return jax_natten::fused::built_kv_tile_rows(); }
+std::vector<int> JaxNattenFusedKvTileRowsHost(int element_bytes) { return jax_natten::fused::built_kv_tile_rows(element_bytes); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxNattenFusedForwardHost, FusedForward,
                               jax_natten::fused::ForwardBinding(xla::ffi::Ffi::Bind()));

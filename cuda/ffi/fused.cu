@@ -10,10 +10,10 @@
 #include "xla/ffi/api/ffi.h"
 
 // The built head-dim classes and tile shape, for Python (bindings.cc): Q tile rows, and KV tile
-// rows per class.
+// rows per class for inputs of `element_bytes` bytes.
 std::vector<int> JaxNattenFusedHeadDimClasses() { return jax_natten::fused::built_head_dim_classes(); }
 int JaxNattenFusedQTileRows() { return jax_natten::fused::kQTileRows; }
-std::vector<int> JaxNattenFusedKvTileRows() { return jax_natten::fused::built_kv_tile_rows(); }
+std::vector<int> JaxNattenFusedKvTileRows(int element_bytes) { return jax_natten::fused::built_kv_tile_rows(element_bytes); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxNattenFusedForward,

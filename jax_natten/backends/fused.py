@@ -21,7 +21,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jax_natten import cuda, fused_plan
 from jax_natten.backends import extra_kv
 
-DTYPES = ("float16", "bfloat16")
+TF32_NOTE = "float32 on the tensor cores as split TF32 (3 TF32 MMAs per product): float32 accuracy"
 
 
 def _merge_extra(out, lse, query, additional_keys, additional_values, scale):
@@ -77,8 +77,8 @@ class FusedBackend:
         reason = self.gemm.kernels.shards.unavailable_reason(request.platform, request.compute_capability)
         if reason is not None:
             return reason
-        if request.dtype not in DTYPES:
-            return f"dtype {request.dtype}: the fused kernel takes {', '.join(DTYPES)} (float32 is not implemented)"
+        if request.dtype not in fused_plan.DTYPES:
+            return f"dtype {request.dtype}: the fused kernel takes {', '.join(fused_plan.DTYPES)}"
         if request.head_dim % 8 or request.head_dim_v % 8:
             return f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: the fused kernel needs multiples of 8"
         head_class = fused_plan.head_dim_class(request.head_dim, request.head_dim_v)
@@ -89,6 +89,9 @@ class FusedBackend:
         if request.has_rpb and (any(s != 1 for s in request.nbhd.stride) or request.nbhd.any_causal):
             return "rpb with stride > 1 or causal axes: NATTEN defines the bias for stride 1, non-causal only"
         return self.gemm.unsupported(request)
+
+    def describe(self, request):
+        return f"{self.note}; {TF32_NOTE}" if request.dtype == "float32" else self.note
 
     def qk(self, query, key, nbhd, rpb=None):
         raise NotImplementedError("the fused backend computes attention only; qk runs on an unfused backend")

@@ -28,11 +28,12 @@ namespace jax_natten::fused {
 
 using Ints = ffi::Span<const int64_t>;
 
-// The built head-dim classes, and the KV tile rows of each (the Q tile rows are kQTileRows).
+// The built head-dim classes, and the KV tile rows of each for inputs of `element_bytes` bytes
+// (the Q tile rows are kQTileRows).
 inline std::vector<int> built_head_dim_classes() { return {JAX_NATTEN_FUSED_HEAD_DIM_CLASSES}; }
-inline std::vector<int> built_kv_tile_rows() {
+inline std::vector<int> built_kv_tile_rows(int element_bytes) {
   std::vector<int> rows;
-  for (int c : built_head_dim_classes()) rows.push_back(kv_tile_rows(c));
+  for (int c : built_head_dim_classes()) rows.push_back(kv_tile_rows(c, element_bytes));
   return rows;
 }
 
@@ -104,9 +105,10 @@ inline ffi::Error ForwardParams(const ffi::AnyBuffer& query, const ffi::AnyBuffe
   if (ffi::Error e = detail::ReadTiles(kv_tile, rank, "kv_tile", p->kv_tile); e.failure()) return e;
   const int head_class = detail::built_class(static_cast<int>(q.dim), static_cast<int>(v.dim));
   if (head_class == 0) return ffi::Error::InvalidArgument("fused: no built head-dim class holds the head dims");
-  if (detail::box_rows(p->q_tile, rank) != kQTileRows || detail::box_rows(p->kv_tile, rank) != kv_tile_rows(head_class)) {
+  const int kv_rows = kv_tile_rows(head_class, static_cast<int>(ffi::ByteWidth(query.element_type())));
+  if (detail::box_rows(p->q_tile, rank) != kQTileRows || detail::box_rows(p->kv_tile, rank) != kv_rows) {
     return ffi::Error::InvalidArgument("fused: q_tile / kv_tile boxes must hold " + std::to_string(kQTileRows) + " / " +
-                                       std::to_string(kv_tile_rows(head_class)) + " rows (the built tile shape)");
+                                       std::to_string(kv_rows) + " rows (the built tile shape)");
   }
   p->batch = q.batch;
   p->tokens = q.tokens;
@@ -153,8 +155,10 @@ ffi::Error ForwardHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBu
       return detail::launch_built_class<cute::half_t>(launch, p);
     case ffi::DataType::BF16:
       return detail::launch_built_class<cute::bfloat16_t>(launch, p);
+    case ffi::DataType::F32:
+      return detail::launch_built_class<float>(launch, p);
     default:
-      return ffi::Error::InvalidArgument("fused: float16 or bfloat16 inputs");
+      return ffi::Error::InvalidArgument("fused: float16, bfloat16 or float32 inputs");
   }
 }
 

@@ -37,8 +37,13 @@ inline exec::Dim3 launch_grid(const FusedParams& p) {
 }
 
 // The tile shape: kWarps warps of 16 query rows each (a Q tile of 16 kWarps rows) by KV tiles of
-// JAX_NATTEN_FUSED_KV_ROWS keys, half of that at head dim 256 so that two K/V stages stay within
-// shared memory. Default 4 warps by 64 keys; a build switches every instantiation at once with
+// JAX_NATTEN_FUSED_KV_ROWS keys while a K/V row (head-dim class x element bytes) has at most 256
+// bytes, proportionally fewer for wider rows (half at float16/bfloat16 head dim 256 and float32
+// 128, a quarter at float32 256), so that two K/V stages stay within shared memory: at most 64
+// KiB of K/V and 128 KiB a CTA (float32, 256), within the 163 KiB of an sm_80 SM. Registers do
+// not grow with the element: the accumulators are float32 in every dtype, and the float32
+// operands are split one k-block and one atom at a time (benchmarks/results/fused_static.md).
+// Default 4 warps by 64 keys; a build switches every instantiation at once with
 // -DJAX_NATTEN_FUSED_WARPS=N -DJAX_NATTEN_FUSED_KV_ROWS=M (CMake: the cache variables of the same
 // names; benchmarks/fused_static.py: --warps, --kv-rows). The planner reads the built shape from
 // the extension (fused.cu: JaxNattenFusedQTileRows, JaxNattenFusedKvTileRows) and the handler
@@ -51,11 +56,12 @@ inline exec::Dim3 launch_grid(const FusedParams& p) {
 #endif
 constexpr int kWarps = JAX_NATTEN_FUSED_WARPS;
 constexpr int kQTileRows = 16 * kWarps;
-constexpr int kv_tile_rows(int head_dim_class) {
-  return head_dim_class == 256 ? JAX_NATTEN_FUSED_KV_ROWS / 2 : JAX_NATTEN_FUSED_KV_ROWS;
+constexpr int kv_tile_rows(int head_dim_class, int element_bytes) {
+  const int row_bytes = head_dim_class * element_bytes;
+  return row_bytes <= 256 ? JAX_NATTEN_FUSED_KV_ROWS : JAX_NATTEN_FUSED_KV_ROWS * 256 / row_bytes;
 }
 
 template <class Elem, int kHeadDim>
-using ForwardConfig = Config<Elem, kHeadDim, kQTileRows, kv_tile_rows(kHeadDim), kWarps>;
+using ForwardConfig = Config<Elem, kHeadDim, kQTileRows, kv_tile_rows(kHeadDim, sizeof(Elem)), kWarps>;
 
 }  // namespace jax_natten::fused

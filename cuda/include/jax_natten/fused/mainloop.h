@@ -2,7 +2,10 @@
 // Q tile and KV tiles gathered into swizzled shared memory with a two-stage cp.async pipeline,
 // S = Q K^T on the tensor cores (Q and K fragments through ldmatrix), mask (only on KV tiles not
 // inside every window), online softmax in registers, O += P V with P read straight from the S
-// accumulator's registers and V^T through ldmatrix.trans, then the epilogue.
+// accumulator's registers, then the epilogue. float16/bfloat16 run the m16n8k16 atom and read
+// V^T through ldmatrix.trans; float32 runs the TF32 m16n8k8 atom three times per product on
+// split operands (tf32.h: float32 accuracy), Q and K through ldmatrix on 32-bit elements, V with
+// plain shared loads (ldmatrix.trans moves 16-bit elements only).
 //
 // Written once for every execution context Ctx (the real GPU one in launch.cuh, the host
 // emulations in tests): the code here touches no thread or block index, barrier, shuffle,
@@ -13,6 +16,7 @@
 #include <cute/tensor.hpp>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "jax_natten/exec/context.h"
 #include "jax_natten/fused/epilogue.h"
@@ -20,24 +24,55 @@
 #include "jax_natten/fused/params.h"
 #include "jax_natten/fused/scheduler.h"
 #include "jax_natten/fused/softmax.h"
+#include "jax_natten/tf32.h"
 
 namespace jax_natten::fused {
 
-// The SM80 tensor-core atom of each 16-bit input dtype (float32 accumulation).
+// The SM80 tensor-core atom of each input dtype (float32 accumulation), and how the V tile is
+// read as the B operand of P V.
+// 16-bit inputs: V^T through ldmatrix.trans, keys in order.
+// float32: TF32 operands (m16n8k8); ldmatrix cannot transpose 32-bit elements, so each lane
+// loads its V elements with plain shared loads, and the keys of every 8-key k-block are read in
+// the order KeyOrder (MMA k index t + 4 j -> key 2 t + j), the order in which the S accumulator
+// holds them (softmax.h: accumulator_as_a), so that P goes from S's registers to the A operand
+// without a shuffle. Lane (g, t) then reads keys 2t and 2t + 1 at head-dim column g (+ 8 n):
+// with the tiles' swizzle, rows 0, 2, 4, 6 of an 8-row block put a column's chunk in four
+// distinct chunks of the 128-byte line, so the 32 lanes of a load touch 32 distinct banks.
 template <class Elem>
 struct Sm80Atom;
 template <>
 struct Sm80Atom<cute::half_t> {
   using Op = cute::SM80_16x8x16_F32F16F16F32_TN;
+  using LoadColumns = cute::SM75_U16x8_LDSM_T;
+  using KeyOrder = cute::Layout<cute::_8>;
 };
 template <>
 struct Sm80Atom<cute::bfloat16_t> {
   using Op = cute::SM80_16x8x16_F32BF16BF16F32_TN;
+  using LoadColumns = cute::SM75_U16x8_LDSM_T;
+  using KeyOrder = cute::Layout<cute::_8>;
+};
+template <>
+struct Sm80Atom<float> {
+  using Op = cute::SM80_16x8x8_F32TF32TF32F32_TN;
+  using LoadColumns = cute::UniversalCopy<float>;
+  using KeyOrder = cute::Layout<cute::Shape<cute::_4, cute::_2>, cute::Stride<cute::_2, cute::_1>>;
 };
 
-// Elem: float16 / bfloat16 (cute types); kHeadDim: head-dim class (dim and dim_v at most this,
-// padded with zeros); BQ, BK: rows of a Q / KV tile; kWarps warps stacked along M, so that a warp
-// owns 16 whole rows of S and the 4 threads of a row reduce it with two shuffles.
+// The copy operation of the V^T fragments: an ldmatrix atom goes through the context
+// (exec/context.h), a plain copy is the same everywhere.
+template <class Ctx, class Op>
+struct ContextCopy {
+  using type = typename Ctx::template ldsm_op<Op>;
+};
+template <class Ctx, class T>
+struct ContextCopy<Ctx, cute::UniversalCopy<T>> {
+  using type = cute::UniversalCopy<T>;
+};
+
+// Elem: float16 / bfloat16 (cute types) or float; kHeadDim: head-dim class (dim and dim_v at most
+// this, padded with zeros); BQ, BK: rows of a Q / KV tile; kWarps warps stacked along M, so that a
+// warp owns 16 whole rows of S and the 4 threads of a row reduce it with two shuffles.
 template <class Elem_, int kHeadDim_, int BQ_, int BK_, int kWarps_>
 struct Config {
   using Elem = Elem_;
@@ -49,31 +84,39 @@ struct Config {
   static constexpr int kRowThreads = 4;
   static constexpr int kStages = 2;                 // K/V tiles in flight
   static constexpr int kChunk = 16 / sizeof(Elem);  // elements per 16-byte copy
-  // A tile step of 16 along N and K: one x4 ldmatrix fills the B registers of two n8 atoms.
+  using Atom = Sm80Atom<Elem>;
+  static constexpr int kAtomK = decltype(cute::size<2>(typename cute::MMA_Traits<typename Atom::Op>::Shape_MNK{}))::value;
+  // A tile step of 16 along N and one atom's K (16 elements, 8 in float32): one x4 ldmatrix fills
+  // the B registers of two n8 atoms.
   template <class Ctx>
-  using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename Ctx::template mma_op<typename Sm80Atom<Elem>::Op>>,
+  using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename Ctx::template mma_op<typename Atom::Op>>,
                                   cute::Layout<cute::Shape<cute::Int<kWarps>, cute::_1, cute::_1>>,
-                                  cute::Tile<cute::Int<16 * kWarps>, cute::_16, cute::_16>>;
-  // Q and K fragments (rows of the tile are M or N, head dim is K) and V^T fragments (V's rows
-  // are K of P V, read transposed).
+                                  cute::Tile<cute::Int<16 * kWarps>, cute::_16, cute::Int<kAtomK>>>;
+  // Q and K fragments (rows of the tile are M or N, head dim is K): ldmatrix on 16-byte rows of
+  // 8 16-bit or 4 32-bit elements (a lane receives whole 32-bit words, so the float32 fragments
+  // of the TF32 atom come out as they do for 16-bit pairs). V^T fragments (V's rows are K of
+  // P V): Atom::LoadColumns.
   template <class Ctx>
   using LoadRows = cute::Copy_Atom<typename Ctx::template ldsm_op<cute::SM75_U32x4_LDSM_N>, Elem>;
   template <class Ctx>
-  using LoadColumns = cute::Copy_Atom<typename Ctx::template ldsm_op<cute::SM75_U16x8_LDSM_T>, Elem>;
+  using LoadColumns = cute::Copy_Atom<typename ContextCopy<Ctx, typename Atom::LoadColumns>::type, Elem>;
 
   // Shared tiles are [rows][kHeadDim] in 8-row blocks whose 16-byte chunk c of row r sits at
-  // chunk c ^ (r % 8) of its 128-byte line (64-byte lines and c ^ (r / 2 % 4) at head dim 32):
-  // the 16-byte cp.async writes of a row and each 8-row phase of an ldmatrix (one chunk of 8
-  // consecutive rows) then touch every bank once.
-  static constexpr int kLineElems = kHeadDim % 64 == 0 ? 64 : 32;
+  // chunk c ^ (r % 8) of its 128-byte line (64-byte lines and c ^ (r / 2 % 4) when a row has
+  // 64 bytes, float16/bfloat16 at head dim 32): the 16-byte cp.async writes of a row and each
+  // 8-row phase of an ldmatrix (one chunk of 8 consecutive rows) then touch every bank once.
+  static constexpr int kLineBytes = kHeadDim * sizeof(Elem) % 128 == 0 ? 128 : 64;
+  static constexpr int kLineElems = kLineBytes / sizeof(Elem);
   using SmemAtom = decltype(cute::composition(
-      cute::Swizzle<kLineElems == 64 ? 3 : 2, 3, 3>{},
+      cute::Swizzle<kLineBytes == 128 ? 3 : 2, sizeof(Elem) == 2 ? 3 : 2, 3>{},
       cute::Layout<cute::Shape<cute::_8, cute::Int<kLineElems>>, cute::Stride<cute::Int<kLineElems>, cute::_1>>{}));
   using SmemQ = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<BQ>, cute::Int<kHeadDim>>{}));
   using SmemKV = decltype(cute::tile_to_shape(SmemAtom{}, cute::Shape<cute::Int<BK>, cute::Int<kHeadDim>>{}));
-  // A V tile seen as V^T: (head dim, key) -> the element (key, head dim) of SmemKV.
+  // A V tile seen as V^T: (head dim, key position) -> the element (key, head dim) of SmemKV, the
+  // key positions of each 8-key block in Atom::KeyOrder.
+  using Keys = decltype(cute::logical_product(typename Atom::KeyOrder{}, cute::Layout<cute::Int<BK / 8>>{}));
   using SmemVt = decltype(cute::composition(
-      SmemKV{}, cute::make_layout(cute::Shape<cute::Int<kHeadDim>, cute::Int<BK>>{}, cute::GenRowMajor{})));
+      SmemKV{}, cute::make_layout(cute::Layout<cute::Int<kHeadDim>, cute::Int<BK>>{}, Keys{})));
 
   struct Shared {
     alignas(128) Elem q[BQ * kHeadDim];
@@ -83,6 +126,7 @@ struct Config {
   };
   static_assert(BQ == 16 * kWarps, "one m16 row block per warp");
   static_assert(kHeadDim % 32 == 0 && BK % 16 == 0, "tile sizes must fit the tile step and the swizzle");
+  static_assert(sizeof(Elem) == 2 || sizeof(Elem) == 4, "16-bit or float32 elements");
   static_assert(BK <= kThreads, "one thread fills each key of the key table");
 };
 
@@ -118,6 +162,34 @@ JAX_NATTEN_CTA void copy_chunk(const Ctx& ctx, typename Cfg::Elem* smem, const T
   }
 }
 
+// acc += A B^T for one k-block: a (values, MMA_M), b (values, MMA_N), acc (values, MMA_M,
+// MMA_N). float32 operands take three TF32 MMAs on their split (tf32.h), each atom's operands
+// split where they are used, so that only one atom's split B registers are live.
+template <class TiledMma, class A, class B, class Acc>
+JAX_NATTEN_CTA void mma_kblock(const TiledMma& mma, const A& a, const B& b, Acc& acc) {
+  using namespace cute;
+  if constexpr (std::is_same_v<std::remove_cv_t<typename A::value_type>, float>) {
+    CUTE_UNROLL
+    for (int m = 0; m < size<1>(a); ++m) {
+      Tensor a_big = make_fragment_like<tfloat32_t>(a(_, m));
+      Tensor a_small = make_fragment_like<tfloat32_t>(a(_, m));
+      split_tf32(a(_, m), a_big, a_small);
+      CUTE_UNROLL
+      for (int n = 0; n < size<1>(b); ++n) {
+        Tensor b_big = make_fragment_like<tfloat32_t>(b(_, n));
+        Tensor b_small = make_fragment_like<tfloat32_t>(b(_, n));
+        split_tf32(b(_, n), b_big, b_small);
+        Tensor c = acc(_, m, n);
+        gemm(mma, a_small, b_big, c);
+        gemm(mma, a_big, b_small, c);
+        gemm(mma, a_big, b_big, c);
+      }
+    }
+  } else {
+    gemm(mma, a, b, acc);
+  }
+}
+
 // acc += A B^T over the k-blocks of the register fragments rA, rB; load(kb) fills k-block kb of
 // the fragments read from shared memory, one k-block ahead of the MMA that consumes it.
 template <class TiledMma, class RA, class RB, class Acc, class Load>
@@ -127,7 +199,7 @@ JAX_NATTEN_CTA void pipelined_gemm(const TiledMma& mma, const RA& rA, const RB& 
   CUTE_UNROLL
   for (int kb = 0; kb < size<2>(rA); ++kb) {
     if (kb + 1 < size<2>(rA)) load(kb + 1);
-    gemm(mma, rA(_, _, kb), rB(_, _, kb), acc);
+    mma_kblock(mma, rA(_, _, kb), rB(_, _, kb), acc);
   }
 }
 
@@ -197,15 +269,17 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
   auto k_thr = k_copy.get_slice(thread);
   auto v_thr = v_copy.get_slice(thread);
 
+  // Operand fragments hold the input dtype (the atom's own operand type is TF32 for float32: the
+  // split happens in mma_kblock).
   Tensor sQ = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemQ{});
   Tensor q_smem = q_thr.partition_S(sQ);
-  Tensor q_regs = thr.partition_fragment_A(sQ);
+  Tensor q_regs = make_tensor<Elem>(thr.partition_fragment_A(sQ).layout());
   Tensor q_regs_copy = q_thr.retile_D(q_regs);
   Tensor sK0 = make_tensor(make_smem_ptr(smem.k[0]), SmemKV{});
-  Tensor k_regs = thr.partition_fragment_B(sK0);
+  Tensor k_regs = make_tensor<Elem>(thr.partition_fragment_B(sK0).layout());
   Tensor k_regs_copy = k_thr.retile_D(k_regs);
   Tensor sVt0 = make_tensor(make_smem_ptr(smem.v[0]), typename Cfg::SmemVt{});
-  Tensor v_regs = thr.partition_fragment_B(sVt0);
+  Tensor v_regs = make_tensor<Elem>(thr.partition_fragment_B(sVt0).layout());
   Tensor v_regs_copy = v_thr.retile_D(v_regs);
 
   Tensor acc_o = partition_fragment_C(mma, Shape<Int<BQ>, Int<D>>{});
@@ -274,11 +348,12 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
     }
     softmax.update(ctx, s_rc, o_rc);
 
-    // P in the input dtype, in the registers of S, viewed as the A operand of P V.
+    // P in the input dtype (float32: S itself, split in mma_kblock), in the registers of S, viewed as
+    // the A operand of P V.
     Tensor p_elem = make_tensor<Elem>(acc_s.layout());
     CUTE_UNROLL
     for (int i = 0; i < size(acc_s); ++i) p_elem(i) = Elem(acc_s(i));
-    Tensor p_a = make_tensor(p_elem.data(), accumulator_as_a(p_elem.layout()));
+    Tensor p_a = make_tensor(p_elem.data(), accumulator_as_a<Cfg::kAtomK>(p_elem.layout()));
     pipelined_gemm(mma, p_a, v_regs, acc_o, [&](int kb) { copy(v_copy, v_smem(_, _, kb), v_regs_copy(_, _, kb)); });
     ctx.sync_threads();  // everyone is done with this stage before tile j + 2 is loaded into it
   }

@@ -26,17 +26,25 @@ CUTE_HOST_DEVICE constexpr auto rowcol(Layout l) {
   }
 }
 
-// The S accumulator (BQ x BK, values (2,2), MMA_M, MMA_N = BK / 8) read as the A operand of
-// P V (values (2,2,2), MMA_M, MMA_K = BK / 16): on the SM80 m16n8k16 atom, A's third value mode
-// (k + 8) is the next 8-column block of C, so no data moves. A scalar atom needs no change.
-template <class Layout>
+// The S accumulator (BQ x BK, C values (2,2) = (column + 1, row + 8), MMA_M, MMA_N = BK / 8)
+// read as the A operand of P V, no data moved, for an SM80 atom of K kAtomK:
+// - m16n8k16 (values (2,2,2) = (row + 8, k + 1, k + 8), MMA_M, MMA_K = BK / 16): A's k pairs are
+//   C's column pairs and A's third value mode (k + 8) is the next 8-column block of C;
+// - m16n8k8 TF32 (values (2,2) = (row + 8, k + 4), MMA_M, MMA_K = BK / 8): the two value modes
+//   swap, so that A's column t + 4 j of a k-block is C's column 2 t + j: P V must read the
+//   block's keys in that order (mainloop.h: Sm80Atom<float>::KeyOrder).
+// A scalar atom needs no change.
+template <int kAtomK, class Layout>
 CUTE_HOST_DEVICE constexpr auto accumulator_as_a(Layout l) {
   using namespace cute;
-  if constexpr (rank<0>(Layout{}) == 2) {
+  if constexpr (rank<0>(Layout{}) != 2) {
+    return l;
+  } else if constexpr (kAtomK == 16) {
     auto d = logical_divide(l, Shape<Underscore, Underscore, _2>{});  // ((2,2), M, (2, N/2))
     return make_layout(make_layout(get<0, 0>(d), get<0, 1>(d), get<2, 0>(d)), get<1>(d), get<2, 1>(d));
   } else {
-    return l;
+    static_assert(kAtomK == 8, "the SM80 atoms have K 16 or 8");
+    return make_layout(make_layout(get<0, 1>(l), get<0, 0>(l)), get<1>(l), get<2>(l));
   }
 }
 

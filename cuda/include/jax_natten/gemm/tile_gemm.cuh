@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "jax_natten/exec/context.h"
+#include "jax_natten/tf32.h"
 
 namespace jax_natten::gemm {
 
@@ -26,22 +27,9 @@ JAX_NATTEN_CTA auto accumulator_coords(const Ctx& ctx, const TiledMma& mma) {
       .partition_C(cute::make_identity_tensor(cute::Shape<cute::Int<Config::kTileM>, cute::Int<Config::kTileN>>{}));
 }
 
-// x = big + small with both parts TF32 values: big is x rounded to TF32, small the remainder
-// (exact in float32) rounded to TF32, so big + small carries 21 of float32's 24 mantissa bits.
-template <typename Src, typename Big, typename Small>
-JAX_NATTEN_HOST_DEVICE void split_tf32(const Src& src, Big& big, Small& small) {
-  CUTE_UNROLL
-  for (int i = 0; i < cute::size(src); ++i) {
-    const float x = src(i);
-    big(i) = cute::tfloat32_t(x);
-    small(i) = cute::tfloat32_t(x - static_cast<float>(big(i)));
-  }
-}
-
 // sA: (kTileM, kTileK), sB: (kTileN, kTileK) smem tensors of any layout. Fragments are read one
 // MMA k-block at a time with plain loads (the layouts in config.h keep them bank-conflict free).
-// float32 operands take three TF32 MMAs, small terms first: a*b ~ as*bb + ab*bs + ab*bb (the
-// dropped as*bs is below float32 rounding).
+// float32 operands take three TF32 MMAs on their split (tf32.h).
 template <class Ctx, typename TiledMma, typename TensorA, typename TensorB, typename Acc>
 JAX_NATTEN_CTA void tile_gemm(const Ctx& ctx, const TiledMma& mma, const TensorA& sA, const TensorB& sB, Acc& acc) {
   auto thread_mma = mma.get_thread_slice(ctx.thread_index());
