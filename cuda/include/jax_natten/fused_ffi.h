@@ -105,7 +105,12 @@ inline ffi::Error ForwardParams(const ffi::AnyBuffer& query, const ffi::AnyBuffe
   if (ffi::Error e = detail::ReadTiles(kv_tile, rank, "kv_tile", p->kv_tile); e.failure()) return e;
   const int head_class = detail::built_class(static_cast<int>(q.dim), static_cast<int>(v.dim));
   if (head_class == 0) return ffi::Error::InvalidArgument("fused: no built head-dim class holds the head dims");
-  const int kv_rows = kv_tile_rows(head_class, static_cast<int>(ffi::ByteWidth(query.element_type())));
+  // The tile shape depends on the element size, so the dtype is checked first.
+  const ffi::DataType t = query.element_type();
+  if (t != ffi::DataType::F16 && t != ffi::DataType::BF16 && t != ffi::DataType::F32) {
+    return ffi::Error::InvalidArgument("fused: float16, bfloat16 or float32 inputs");
+  }
+  const int kv_rows = kv_tile_rows(head_class, static_cast<int>(ffi::ByteWidth(t)));
   if (detail::box_rows(p->q_tile, rank) != kQTileRows || detail::box_rows(p->kv_tile, rank) != kv_rows) {
     return ffi::Error::InvalidArgument("fused: q_tile / kv_tile boxes must hold " + std::to_string(kQTileRows) + " / " +
                                        std::to_string(kv_rows) + " rows (the built tile shape)");
@@ -128,7 +133,6 @@ inline ffi::Error ForwardParams(const ffi::AnyBuffer& query, const ffi::AnyBuffe
     for (int a = 0; a < rank; ++a) per_head *= 2 * p->grid.axis[a].kernel_size - 1;
     if (static_cast<int64_t>(rpb.element_count()) != per_head * q.heads) return ffi::Error::InvalidArgument("rpb: expected [heads, 2*kernel_size-1 per axis]");
   }
-  const ffi::DataType t = query.element_type();
   if (key.element_type() != t || value.element_type() != t || out.element_type() != t ||
       (p->rpb != nullptr && rpb.element_type() != t) || lse.element_type() != ffi::DataType::F32) {
     return ffi::Error::InvalidArgument("fused: query, key, value, rpb and output share one dtype; lse is float32");
