@@ -249,6 +249,12 @@ def test_explain_chooses_blocked_on_cpu_and_reports_tiles():
         assert explanation.chosen == "blocked"
     text = str(explanation)
     assert re.search(r"blocked tiles: [\dx]+ queries .* tile efficiency 0\.\d\d", text), text
+    # 1-D k=7: small tiles and boxes (estimated rate 0.106, measured slower than the reference).
+    small = jax.ShapeDtypeStruct((1, 4096, 4, 64), jnp.float32)
+    small_window = jax_natten.explain(small, small, small, kernel_size=7)
+    assert small_window.reasons["blocked"].startswith("estimated rate 0.106 < 0.11"), small_window.reasons
+    if jax.default_backend() == "cpu":
+        assert small_window.chosen == "reference"
     by_name = {b.name: b for b in jax_natten.backends.BACKENDS}
     assert "qk and av" in str(by_name["blocked"].unsupported(
         jax_natten.backends.Request("qk", "cpu", "float32", (9,), 2, 2, 8, 8, checks.neighborhood((9,), 3))))

@@ -85,7 +85,7 @@ class BlockedBackend:
         """Why `backend=None` prefers the next backend although this one can run (or None)."""
         rate = _blocked_plan(request).estimated_rate()
         if rate < blocked.MIN_RATE:
-            return (f"estimated rate {rate:.2f} < {blocked.MIN_RATE} (tile efficiency x rows / (rows + "
+            return (f"estimated rate {rate:.3f} < {blocked.MIN_RATE} (tile efficiency x rows / (rows + "
                     f"{blocked.MATMUL_HALF_ROWS})): window too small for its tiles, the reference's per-slot "
                     "gathers waste less")
         return None
