@@ -67,6 +67,10 @@ class ReferenceBackend:
     av = staticmethod(reference.av)
 
 
+def _blocked_plan(request: Request):
+    return blocked.plan(request.spatial_shape, request.nbhd, request.heads // request.heads_kv)
+
+
 class BlockedBackend:
     """Pure JAX, fused: dense tile matmuls with an online softmax (`blocked.py`)."""
 
@@ -79,15 +83,16 @@ class BlockedBackend:
 
     def passed_over(self, request: Request):
         """Why `backend=None` prefers the next backend although this one can run (or None)."""
-        efficiency = blocked.plan(request.spatial_shape, request.nbhd).efficiency()
-        if efficiency < blocked.MIN_EFFICIENCY:
-            return (f"tile efficiency {efficiency:.2f} < {blocked.MIN_EFFICIENCY} (window too small "
-                    "for its tiles: the reference's per-slot gathers waste less)")
+        rate = _blocked_plan(request).estimated_rate()
+        if rate < blocked.MIN_RATE:
+            return (f"estimated rate {rate:.3f} < {blocked.MIN_RATE} (tile efficiency x rows / (rows + "
+                    f"{blocked.MATMUL_HALF_ROWS})): window too small for its tiles, the reference's per-slot "
+                    "gathers waste less")
         return None
 
     def describe(self, request: Request):
         """The tiling of the call and its tile efficiency."""
-        return str(blocked.plan(request.spatial_shape, request.nbhd))
+        return str(_blocked_plan(request))
 
     attention = staticmethod(blocked.attention)
 

@@ -1,33 +1,37 @@
-"""Blocked, fused pure-JAX backend: neighborhood attention as dense tile matmuls with an online
-softmax, on any platform.
+"""Blocked, fused pure-JAX backend: neighborhood attention as dense tile matmuls, on any platform.
 
-Layout. The last spatial axis is regrouped into its dilation groups and cut into tiles of `tile`
-in-group queries; the keys of each group are cut into blocks of `tile` keys, shifted left by
-`pad` so that the keys of tile `t`'s windows (the union, the tile's key box) lie in blocks
-`t .. t + box_blocks - 1`. The leading spatial axes (all but the last) are not tiled: like the
-reference backend, the kernel walks their window slots, and each slot reads one key row per
-query row. A step of the `lax.scan` takes `lead_slots` slots of the leading axes times
-`step_blocks` blocks of the last axis: every query tile attends `lead_slots * step_blocks * tile`
-keys as one matmul, masked by static tables built from `neighborhood.window`, and folds them
-into a running max, sum and output (online softmax). Nothing of size tokens x window exists:
-a step holds `tokens x chunk` scores, and the carries are the size of the queries.
+Tiles. The inputs are regrouped once (a pad, reshape and transpose): every spatial axis split
+into its dilation groups, each an undilated problem, `[batch, groups, heads_kv, group, *extent,
+dim]`. Every axis is cut into tiles of `tile[a]` in-group rows; a tile is the box of the grid that
+is the product of one tile per axis. Its keys are the per-axis union of its queries' windows
+(from `neighborhood.window`) over every group, padded to the longest such box (`box[a]` keys).
+A `lax.scan` walks the tiles; a step slices one tile's queries and its key box (dynamic slices,
+for every batch, dilation group and head at once), computes the tile's scores as one matmul,
+masks the pairs outside the windows (a static table of the distinct tile masks: interior tiles
+share one), takes one softmax over the whole box and a second matmul, and writes the tile's
+output and LSE into the carry in place. Nothing of size tokens x window exists: a step holds
+one tile's scores per (batch, group, head).
 
-Backward (custom_vjp) walks the same steps: recompute the step's scores, `p = exp(s - lse)`,
-`ds = p * (dO.v - delta)` with `delta = rowsum(dO * O) - dLSE` (so a loss that uses the LSE gets
-its gradient), `dQ += ds.k` in the carry, and the step's `dK`, `dV` go back through the transpose
-of the step's key gather.
+Backward (custom_vjp), the flash-attention backward in two passes that walk tiles the same way,
+so that nothing is scattered: the query pass recomputes each query tile's scores, `p = exp(s -
+lse)`, `ds = p * (dO.v - delta)` with `delta = rowsum(dO * O) - dLSE` (so a loss that uses the
+LSE gets its gradient), and `dQ = ds.k`; the key pass tiles the keys instead, each key tile
+attending the union of the queries whose windows hold it (`neighborhood.inverse_window`), and
+computes `dK = ds^T.q`, `dV = p^T.dO`. Additional keys and values are merged outside the tiles
+through the LSE (exact).
 
-Tile rule (`plan`): the tile of the last axis is the candidate in `TILES` with the least
-estimated cost, computed pairs on that axis times `1 + TILE_OVERHEAD / tile` (small matmuls run
-below the machine's peak); a step then takes as many key blocks and leading slots as fit in
-`CHUNK_KEYS` keys per query and `MAX_COPIES * tile` (a step's gathered keys and values are that
-many times the size of K and V). Tile efficiency is attended pairs / computed pairs.
+Tile rule (`plan`): the per-axis tiles (powers of two; a GQA group's query heads share a tile's
+rows) with the least estimated cost, computed pairs times `1 + MATMUL_HALF_ROWS / rows`: on a
+2-core CPU a `rows x box` matmul with head_dim 64 runs at about `rows / (rows + 32)` of the
+large-matrix rate (8 rows: 0.2, 64: 0.65, 128: 0.8), so larger tiles win where the window is
+large. Tile efficiency is attended pairs / computed pairs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 
 import jax
@@ -35,23 +39,87 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jax_natten.backends.extra_kv import accumulation_dtype
-from jax_natten.neighborhood import Neighborhood, group_length, token_slot_tables, window
+from jax_natten.backends.extra_kv import HIGHEST, accumulation_dtype, extra_logits, extra_sum, split_heads
+from jax_natten.neighborhood import Neighborhood, inverse_window, window
 
-_HIGHEST = lax.Precision.HIGHEST
-
-TILES = (8, 16, 32, 64, 128)
-TILE_OVERHEAD = 16
-CHUNK_KEYS = 128
-MAX_COPIES = 2
-# `backend=None` prefers this backend over the reference from this tile efficiency up: on a
-# 2-core CPU its tile matmuls run at about 0.7 of XLA dense attention's FLOP rate and the
-# reference's gathers at 0.15 to 0.25 (benchmarks/results/2026-12-01-cpu-blocked.md).
-MIN_EFFICIENCY = 0.25
+TILE_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_TILE_ROWS = 256
+MATMUL_HALF_ROWS = 32
+# `backend=None` prefers this backend over the reference from this estimated rate up (tile
+# efficiency x rows / (rows + MATMUL_HALF_ROWS)). Measured on the 2-core CPU, float32, 4 heads,
+# head_dim 64 (benchmarks/results/2026-12-02-cpu-blocked.md): at 0.113 (3-D 8x24x24 k=3) it is
+# 1.3x / 1.7x faster forward / forward+backward, at 0.106 (1-D 4096 k=7) and 0.083 (2-D 56x56
+# k=3) the reference's forward is 1.4x / 1.5x faster (forward+backward about equal).
+MIN_RATE = 0.11
 
 
 def _ceil_div(a, b):
     return -(-a // b)
+
+
+def _axis_bounds(length, params, direction):
+    """Per dilation group: the in-group range `[a, b)` of box coordinates of each in-group row.
+
+    Query direction: rows are queries, the box their keys (the window). Key direction: rows are
+    keys, the box the queries whose windows hold them (the inverse window)."""
+    ranges = window if direction == "query" else inverse_window
+    dilation = params[2]
+    return [ranges(np.arange(g, length, dilation), length, *params) for g in range(dilation)]
+
+
+def _tile_boxes(bounds, tile):
+    """Per tile: the union `[lo, hi)` over every group of its rows' ranges (tiles of `tile`
+    in-group rows; groups share box starts, so that one slice serves them all)."""
+    tiles = _ceil_div(max(len(start) for start, _ in bounds), tile)
+    lo, hi = np.full(tiles, np.iinfo(np.int64).max), np.zeros(tiles, np.int64)
+    for start, end in bounds:
+        for t in range(_ceil_div(len(start), tile)):
+            lo[t] = min(lo[t], start[t * tile:(t + 1) * tile].min())
+            hi[t] = max(hi[t], end[t * tile:(t + 1) * tile].max())
+    lo = np.where(hi > 0, lo, 0)
+    # Boxes end by the longest group's end where they can (the regrouped arrays then need no
+    # padding past it): a box no longer than that starts at most that far before it.
+    extent = max(1, int((hi - lo).max()))
+    return np.maximum(0, np.minimum(lo, len(bounds[0][0]) - extent)), hi
+
+
+def _box_extent(bounds, tile):
+    lo, hi = _tile_boxes(bounds, tile)
+    return max(1, int((hi - lo).max()))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AxisTiles:
+    """One axis of one direction's tiling, over in-group coordinates (NumPy tables)."""
+
+    tile: int
+    box: int
+    box_start: np.ndarray   # [tiles]: in-group coordinate of each tile's first box entry
+    mask: np.ndarray        # [d, tiles, tile, box]: whether the row's range holds the box entry
+    offset: np.ndarray      # [1, tiles, tile, box]: box coordinate minus row coordinate
+    extent: int             # in-group length that holds every tile and box
+
+    @property
+    def tiles(self):
+        return len(self.box_start)
+
+
+@functools.lru_cache(maxsize=128)
+def axis_tiles(length, params, tile, direction) -> AxisTiles:
+    bounds = _axis_bounds(length, params, direction)
+    lo, _ = _tile_boxes(bounds, tile)
+    box = _box_extent(bounds, tile)
+    tiles = len(lo)
+    u = np.arange(tiles * tile).reshape(tiles, tile)
+    v = lo[:, None] + np.arange(box)[None, :]
+    mask = np.zeros((len(bounds), tiles, tile, box), bool)
+    for g, (start, end) in enumerate(bounds):
+        rows = u < len(start)
+        starts, ends = (np.where(rows, np.pad(x, (0, tiles * tile - len(start))).reshape(tiles, tile), 0)
+                        for x in (start, end))
+        mask[g] = rows[..., None] & (starts[..., None] <= v[:, None, :]) & (v[:, None, :] < ends[..., None])
+    offset = (v[:, None, :] - u[..., None])[None]
+    return AxisTiles(tile, box, lo, mask, offset, max(tiles * tile, int(lo.max()) + box))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,343 +128,304 @@ class Plan:
 
     spatial_shape: tuple[int, ...]
     nbhd: Neighborhood
-    tile: int
-    pad: int
-    box_blocks: int
-    step_blocks: int
-    lead_slots: int
+    tile: tuple[int, ...]
+    group: int = 1  # query heads per key/value head (they share a tile's rows)
+
+    def axes(self, direction):
+        return [axis_tiles(length, params, tile, direction)
+                for length, params, tile in zip(self.spatial_shape, self.nbhd.axes(), self.tile)]
 
     @property
-    def length(self):
-        return self.spatial_shape[-1]
+    def rows(self):
+        """Rows of a tile's matmuls: its queries times the GQA group."""
+        return self.group * math.prod(self.tile)
+
+    def extent(self):
+        """Per axis: the padded in-group length of the regrouped arrays (both directions fit)."""
+        return tuple(max(q.extent, k.extent) for q, k in zip(self.axes("query"), self.axes("key")))
 
     @property
-    def groups(self):
-        return self.nbhd.dilation[-1]
-
-    @property
-    def tiles(self):
-        return _ceil_div(_ceil_div(self.length, self.groups), self.tile)
-
-    @property
-    def block_steps(self):
-        return _ceil_div(self.box_blocks, self.step_blocks)
-
-    @property
-    def key_blocks(self):
-        """Blocks of keys per group: every tile's box, padded to whole steps, fits."""
-        return self.tiles + self.block_steps * self.step_blocks - 1
-
-    @property
-    def lead_nbhd(self):
-        return Neighborhood(self.nbhd.kernel_size[:-1], self.nbhd.stride[:-1],
-                            self.nbhd.dilation[:-1], self.nbhd.is_causal[:-1])
-
-    @property
-    def lead_steps(self):
-        return _ceil_div(self.lead_nbhd.window_size, self.lead_slots)
+    def box(self):
+        return tuple(a.box for a in self.axes("query"))
 
     @property
     def steps(self):
-        return self.lead_steps * self.block_steps
-
-    @property
-    def chunk(self):
-        """Keys per query tile per step."""
-        return self.lead_slots * self.step_blocks * self.tile
+        return math.prod(a.tiles for a in self.axes("query"))
 
     def computed_pairs(self):
-        lead_tokens = math.prod(self.spatial_shape[:-1])
-        return lead_tokens * self.groups * self.tiles * self.tile * self.steps * self.chunk
+        return math.prod(a.mask.size for a in self.axes("query"))
 
     def attended_pairs(self):
-        total = 1
-        for length, params in zip(self.spatial_shape, self.nbhd.axes()):
-            start, end = window(np.arange(length), length, *params)
-            total *= int(np.sum(end - start))
-        return total
+        return math.prod(int(sum((end - start).sum() for start, end in _axis_bounds(length, params, "query")))
+                         for length, params in zip(self.spatial_shape, self.nbhd.axes()))
 
     def efficiency(self):
         return self.attended_pairs() / self.computed_pairs()
 
+    def estimated_rate(self):
+        """The share of the machine's large-matmul rate that turns into attended pairs."""
+        return self.efficiency() * self.rows / (self.rows + MATMUL_HALF_ROWS)
+
     def __str__(self):
-        return (f"blocked tiles: {self.tile} queries of the last axis x {self.groups} dilation "
-                f"group(s), key box {self.box_blocks} block(s) of {self.tile}, {self.steps} step(s) "
-                f"of {self.chunk} keys; tile efficiency {self.efficiency():.2f} "
-                "(attended pairs / computed pairs)")
+        shape = lambda t: "x".join(map(str, t))
+        return (f"blocked tiles: {shape(self.tile)} queries x {self.group} head(s) attend key boxes of "
+                f"{shape(self.box)}, {self.steps} step(s); tile efficiency {self.efficiency():.2f} "
+                f"(attended pairs / computed pairs), estimated rate {self.estimated_rate():.2f}")
 
 
-def _last_axis_bounds(length, params, tile):
-    """Per group: in-group length and the window `[a, b)` of each in-group query."""
-    _, _, dilation, _ = params
-    bounds = []
-    for g in range(dilation):
-        lg = int(group_length(length, dilation, g))
-        start, end = window(np.arange(lg) * dilation + g, length, *params)
-        bounds.append((lg, start, end))
-    return bounds
-
-
-def _box(bounds, tile):
-    """(pad, box_blocks): blocks of `tile` keys from `t * tile - pad` cover tile `t`'s windows."""
-    pad, box_end = 0, 0
-    for lg, start, end in bounds:
-        for t in range(_ceil_div(lg, tile)):
-            lo, hi = start[t * tile:(t + 1) * tile].min(), end[t * tile:(t + 1) * tile].max()
-            pad = max(pad, t * tile - int(lo))
-            box_end = max(box_end, int(hi) - t * tile)
-    return pad, _ceil_div(pad + box_end, tile)
-
-
-def plan(spatial_shape, nbhd: Neighborhood, tile=None) -> Plan:
+def plan(spatial_shape, nbhd: Neighborhood, group=1, tile=None) -> Plan:
     """The tiling `attention` uses for this problem (the tile rule of the module docstring)."""
     spatial_shape = tuple(spatial_shape)
-    length, params = spatial_shape[-1], list(nbhd.axes())[-1]
-    group_max = _ceil_div(length, params[2])
     if tile is None:
-        candidates = [t for t in TILES if t < 2 * group_max] or [TILES[0]]
+        per_axis = []
+        for length, params in zip(spatial_shape, nbhd.axes()):
+            group_max = _ceil_div(length, params[2])
+            bounds = _axis_bounds(length, params, "query")
+            per_axis.append([(t, _ceil_div(group_max, t) * t * _box_extent(bounds, t) * params[2])
+                             for t in TILE_SIZES if t < 2 * group_max])
 
-        def cost(t):
-            pad, blocks = _box(_last_axis_bounds(length, params, t), t)
-            return _ceil_div(group_max, t) * t * blocks * t * (1 + TILE_OVERHEAD / t)
+        def cost(choice):
+            rows = group * math.prod(t for t, _ in choice)
+            return math.prod(pairs for _, pairs in choice) * (1 + MATMUL_HALF_ROWS / rows)
 
-        tile = min(candidates, key=cost)
-    pad, box_blocks = _box(_last_axis_bounds(length, params, tile), tile)
-    # A step's gathered keys are `chunk / tile` times the size of K: at most MAX_COPIES.
-    fit = max(1, min(CHUNK_KEYS, MAX_COPIES * tile) // tile)
-    step_blocks = max(b for b in range(1, min(fit, box_blocks) + 1) if box_blocks % b == 0)
-    lead_window = math.prod(nbhd.kernel_size[:-1])
-    room = max(1, min(CHUNK_KEYS, MAX_COPIES * tile) // (step_blocks * tile))
-    # The most leading slots per step that pads the slot count by at most a tenth.
-    lead_slots = max(m for m in range(1, min(room, lead_window) + 1)
-                     if _ceil_div(lead_window, m) * m <= 1.1 * lead_window)
-    return Plan(spatial_shape, nbhd, tile, pad, box_blocks, step_blocks, lead_slots)
+        choices = [c for c in itertools.product(*per_axis) if group * math.prod(t for t, _ in c) <= MAX_TILE_ROWS]
+        tile = tuple(t for t, _ in min(choices or [tuple(axis[0] for axis in per_axis)], key=cost))
+    return Plan(spatial_shape, nbhd, tuple(tile), group)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Tables:
-    """Static index and mask tables of a plan (NumPy)."""
-
-    query_index: np.ndarray   # [groups * tiles * tile]: last-axis position of each tiled query (length = pad)
-    output_index: np.ndarray  # [length]: tiled slot of each query
-    key_index: np.ndarray     # [groups * key_blocks * tile]: last-axis position of each blocked key
-    last_mask: np.ndarray     # [block_steps, groups, tiles, tile, step_blocks * tile]
-    last_bias: np.ndarray     # same shape: offset into the last axis of the bias table
-    lead_keys: np.ndarray     # [lead_steps, lead_tokens, lead_slots]: flat key row per query row
-    lead_valid: np.ndarray    # same shape
-    lead_bias: np.ndarray     # same shape: flat offset into the leading axes of the bias table
+def _step_tables(axes):
+    """Per step (the tiles in row-major order), stacked for `lax.scan`: per axis the first row,
+    the first box entry and the `[1, tile, box]` offsets; and the step's row of `_mask_table`."""
+    per_axis, codes = _step_mask_codes(axes)
+    positions = tuple((jnp.asarray((t * a.tile).astype(np.int32)), jnp.asarray(a.box_start[t].astype(np.int32)),
+                       jnp.asarray(np.moveaxis(a.offset[:, t], 1, 0).astype(np.int32)))
+                      for a, t in zip(axes, per_axis))
+    _, step_mask = np.unique(codes, axis=0, return_inverse=True)
+    return positions, jnp.asarray(step_mask.reshape(-1).astype(np.int32))
 
 
-@functools.lru_cache(maxsize=64)
-def _tables(p: Plan) -> _Tables:
-    length, params = p.length, list(p.nbhd.axes())[-1]
-    k, d = params[0], params[2]
-    width = p.block_steps * p.step_blocks * p.tile
-    query_index = np.full((d, p.tiles * p.tile), length)
-    key_index = np.full((d, p.key_blocks * p.tile), length)
-    output_index = np.zeros(length, np.int64)
-    mask = np.zeros((d, p.tiles * p.tile, width), bool)
-    bias = np.zeros((d, p.tiles * p.tile, width), np.int64)
-    for g, (lg, start, end) in enumerate(_last_axis_bounds(length, params, p.tile)):
-        u = np.arange(lg)
-        query_index[g, :lg] = u * d + g
-        output_index[u * d + g] = g * p.tiles * p.tile + u
-        v = np.arange(p.key_blocks * p.tile) - p.pad
-        inside = (v >= 0) & (v < lg)
-        key_index[g, inside] = v[inside] * d + g
-        # Key `j` of tile `t`'s box is in-group key `t * tile - pad + j`.
-        box = (u // p.tile * p.tile - p.pad)[:, None] + np.arange(width)[None, :]
-        mask[g, :lg] = (box >= start[:, None]) & (box < end[:, None])
-        bias[g, :lg] = np.clip(box - u[:, None] + k - 1, 0, 2 * k - 2)
-    shape = (d, p.tiles, p.tile, p.block_steps, p.step_blocks * p.tile)
-    last_mask = np.moveaxis(mask.reshape(shape), 3, 0)
-    last_bias = np.moveaxis(bias.reshape(shape), 3, 0)
-
-    lead_shape = p.spatial_shape[:-1]
-    keys, valid, lead_bias = token_slot_tables(lead_shape, p.lead_nbhd)
-    padded = p.lead_steps * p.lead_slots
-    extra = padded - keys.shape[1]
-    keys, lead_bias = (np.pad(x, ((0, 0), (0, extra))) for x in (keys, lead_bias))
-    valid = np.pad(valid, ((0, 0), (0, extra)))
-    per_step = lambda x: np.moveaxis(x.reshape(x.shape[0], p.lead_steps, p.lead_slots), 1, 0)
-    return _Tables(query_index.reshape(-1).astype(np.int32), output_index.astype(np.int32),
-                   key_index.reshape(-1).astype(np.int32), last_mask, last_bias.astype(np.int32),
-                   per_step(keys).astype(np.int32), per_step(valid), per_step(lead_bias).astype(np.int32))
+def _step_mask_codes(axes):
+    """Each step's tile on every axis, and the index of its mask among the axis's distinct ones."""
+    per_axis = np.unravel_index(np.arange(math.prod(a.tiles for a in axes)), [a.tiles for a in axes])
+    return per_axis, np.stack([_axis_mask_codes(a)[1][t] for a, t in zip(axes, per_axis)], axis=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Layouts. Queries: [batch, lead_tokens, groups, tiles, heads_kv, group, tile, dim].
-# Blocked keys: [batch, lead_tokens, groups, key_blocks, tile, heads_kv, dim].
-# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=128)
+def _axis_mask_codes(a: AxisTiles):
+    """The distinct `[d, tile, box]` masks of the axis's tiles and each tile's index among them
+    (interior tiles share one)."""
+    flat = np.moveaxis(a.mask, 1, 0).reshape(a.tiles, -1)
+    unique, code = np.unique(flat, axis=0, return_inverse=True)
+    return unique.reshape((-1, a.mask.shape[0], a.tile, a.box)), code.reshape(-1)
 
 
-def _take_last_axis(x, index, rank):
-    """Gather along the last spatial axis, leading spatial axes flattened: `[batch, lead, n, ...]`."""
-    x = x.reshape((x.shape[0], -1) + x.shape[rank:])
-    return jnp.take(x, jnp.asarray(index), axis=2, mode="fill", fill_value=0)
+def _mask_table(axes):
+    """`[distinct step masks, groups, box, rows]`: whether each (box entry, row) pair attends."""
+    _, codes = _step_mask_codes(axes)
+    table = []
+    for combination in np.unique(codes, axis=0):
+        masks = [_axis_mask_codes(a)[0][c] for a, c in zip(axes, combination)]
+        table.append(_box_by_rows(functools.reduce(np.logical_and, _broadcast_axes(masks)), masks))
+    return jnp.asarray(np.stack(table))
 
 
-def _query_layout(x, p: Plan, heads_kv):
-    """`[batch, *spatial, heads, dim]` (dim may be absent: pass `x[..., None]`) -> query tiles."""
-    t = _take_last_axis(x, _tables(p).query_index, p.nbhd.rank)
-    b, lead, _, heads, dim = t.shape
-    t = t.reshape(b, lead, p.groups, p.tiles, p.tile, heads_kv, heads // heads_kv, dim)
-    return t.transpose(0, 1, 2, 3, 5, 6, 4, 7)
+def _broadcast_axes(tables):
+    """Per-axis `[d, tile, box]` tables broadcast to `[d_1.., tile_1.., box_1..]`."""
+    rank, out = len(tables), []
+    for a, table in enumerate(tables):
+        shape = [1] * (3 * rank)
+        for j in range(3):
+            shape[j * rank + a] = table.shape[j]
+        out.append(table.reshape(shape))
+    return out
 
 
-def _from_query_layout(t, p: Plan, out_shape):
-    b, lead, _, _, heads_kv, group, _, dim = t.shape
-    t = t.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(b, lead, -1, heads_kv * group, dim)
-    return jnp.take(t, jnp.asarray(_tables(p).output_index), axis=2).reshape(out_shape)
+def _box_by_rows(combined, tables):
+    """`[d_1.., tile_1.., box_1..]` -> `[groups, box, rows]`."""
+    groups, rows, box = (math.prod(t.shape[j] for t in tables) for j in range(3))
+    return combined.reshape(groups, rows, box).swapaxes(-1, -2)
 
 
-def _key_layout(x, p: Plan):
-    t = _take_last_axis(x, _tables(p).key_index, p.nbhd.rank)
-    b, lead, _, heads_kv, dim = t.shape
-    return t.reshape(b, lead, p.groups, p.key_blocks, p.tile, heads_kv, dim)
+def _regroup(x, p: Plan, heads_kv):
+    """`[batch, *spatial, heads, (dim)]` -> `[batch, groups, heads_kv, group, *extent, (dim)]`:
+    each axis split into its dilation groups (position `u * d + g` is in-group row `u` of group
+    `g`), zero-padded to the plan's extent."""
+    rank, batch = p.nbhd.rank, x.shape[0]
+    dims = x.shape[rank + 2:]
+    extent, dilation = p.extent(), p.nbhd.dilation
+    pad = [(0, 0)] + [(0, d * e - n) for n, d, e in zip(x.shape[1:rank + 1], dilation, extent)] + \
+        [(0, 0)] * (1 + len(dims))
+    x = jnp.pad(x, pad).reshape((batch,) + tuple(i for e, d in zip(extent, dilation) for i in (e, d))
+                                + (heads_kv, x.shape[rank + 1] // heads_kv) + dims)
+    order = [0] + [2 + 2 * a for a in range(rank)] + [2 * rank + 1, 2 * rank + 2] + \
+        [1 + 2 * a for a in range(rank)] + list(range(2 * rank + 3, 2 * rank + 3 + len(dims)))
+    x = x.transpose(order)
+    return x.reshape((batch, math.prod(dilation)) + x.shape[rank + 1:])
 
 
-def _chunk(blocks, p: Plan, rows, block_step):
-    """The keys of one step for every query tile: `[batch, lead, groups, tiles, heads_kv, chunk, dim]`.
-
-    Block step `c` gives tile `t` blocks `t + c * step_blocks + j`; `rows` `[lead, lead_slots]`
-    picks the key row of each query row and slot."""
-    first = block_step * p.step_blocks
-    window_blocks = lax.dynamic_slice_in_dim(blocks, first, p.tiles + p.step_blocks - 1, axis=3)
-    shifted = jnp.stack([window_blocks[:, :, :, j:j + p.tiles] for j in range(p.step_blocks)], axis=4)
-    gathered = jnp.take(shifted, rows, axis=1)  # [b, lead, slots, groups, tiles, sb, tile, hkv, d]
-    b, lead, slots, g, t, sb, tile, hkv, dim = gathered.shape
-    return gathered.transpose(0, 1, 3, 4, 7, 2, 5, 6, 8).reshape(b, lead, g, t, hkv, slots * sb * tile, dim)
-
-
-def _step_tables(p: Plan):
-    """Per-step tables stacked for `lax.scan`: block step, key rows, mask, bias offsets."""
-    tab = _tables(p)
-    lead_step, block_step = np.divmod(np.arange(p.steps), p.block_steps)
-    rows = tab.lead_keys[lead_step]                                   # [steps, lead, slots]
-    # Mask and bias: [steps, lead, groups, tiles, tile, chunk] (chunk = slots x step keys).
-    mask = tab.lead_valid[lead_step][:, :, None, None, None, :, None] & \
-        tab.last_mask[block_step][:, None, :, :, :, None, :]
-    width = 2 * p.nbhd.kernel_size[-1] - 1
-    bias = tab.lead_bias[lead_step][:, :, None, None, None, :, None] * width + \
-        tab.last_bias[block_step][:, None, :, :, :, None, :]
-    shape = mask.shape[:5] + (p.chunk,)
-    return block_step.astype(np.int32), rows, mask.reshape(shape), bias.reshape(shape)
+def _ungroup(x, p: Plan):
+    """The inverse of `_regroup`: `[batch, *spatial, heads, (dim)]`."""
+    rank, batch = p.nbhd.rank, x.shape[0]
+    extent, dilation = p.extent(), p.nbhd.dilation
+    dims = x.shape[4 + rank:]
+    x = x.reshape((batch,) + dilation + x.shape[2:])
+    order = [0] + [i for a in range(rank) for i in (rank + 3 + a, 1 + a)] + [rank + 1, rank + 2] + \
+        list(range(2 * rank + 3, 2 * rank + 3 + len(dims)))
+    x = x.transpose(order)
+    x = x.reshape((batch,) + tuple(e * d for e, d in zip(extent, dilation)) + (-1,) + dims)
+    return x[(slice(None),) + tuple(slice(0, n) for n in p.spatial_shape)]
 
 
-def _step_bias(rpb, offsets, heads_kv):
-    """`[lead, groups, tiles, heads_kv, group, tile, chunk]` bias of one step."""
-    table = rpb.reshape(rpb.shape[0], -1)[:, offsets]                # [heads, lead, g, t, tile, chunk]
-    table = table.reshape((heads_kv, -1) + table.shape[1:])
-    return jnp.moveaxis(table, (0, 1), (3, 4))
+def _tile(x, starts, sizes):
+    """The box of regrouped `x` at per-axis `starts`, its spatial axes flattened: `[batch,
+    groups, heads_kv, group, rows, (dim)]`."""
+    zero = jnp.zeros((), jnp.int32)
+    rest = x.shape[4 + len(starts):]
+    piece = lax.dynamic_slice(x, (zero,) * 4 + tuple(starts) + (zero,) * len(rest), x.shape[:4] + tuple(sizes) + rest)
+    return piece.reshape(x.shape[:4] + (-1,) + rest)
 
 
-def _scores(q, kc, mask, bias, scale, acc):
-    s = scale * jnp.einsum("brgthpqd,brgthcd->brgthpqc", q, kc, precision=_HIGHEST,
-                           preferred_element_type=acc)
-    if bias is not None:
-        s = s + bias.astype(acc)
-    return jnp.where(mask[:, :, :, None, None], s, -jnp.inf)
+def _place(carry, tile, starts, sizes):
+    """Writes a `_tile`-shaped `tile` back at `starts`."""
+    zero = jnp.zeros((), jnp.int32)
+    rest = carry.shape[4 + len(starts):]
+    tile = tile.reshape(carry.shape[:4] + tuple(sizes) + rest)
+    return lax.dynamic_update_slice(carry, tile, (zero,) * 4 + tuple(starts) + (zero,) * len(rest))
 
 
-def _extra_scores(q, extra_keys, scale, acc):
-    return scale * jnp.einsum("brgthpqd,bnhd->brgthpqn", q, extra_keys.astype(acc), precision=_HIGHEST,
-                              preferred_element_type=acc)
+def _bias(rpb, offsets, kernel_size, sign, heads_kv):
+    """`[heads_kv, group, box, rows]` bias of one step: the table entry of `key - query`."""
+    flat = 0
+    for k, offset in zip(kernel_size, _broadcast_axes(offsets)):
+        flat = flat * (2 * k - 1) + jnp.clip(sign * offset + k - 1, 0, 2 * k - 2)
+    flat = _box_by_rows(flat, offsets)[0]
+    return rpb.reshape(heads_kv, rpb.shape[0] // heads_kv, -1)[:, :, flat]
 
 
 def _finite(x):
     return jnp.where(jnp.isfinite(x), x, 0)
 
 
+# Scores are laid out box-major, `[..., box, rows]`: the box side is the first matmul's left
+# operand, which the CPU's matmul reads in place, so only the (smaller) tile rows get transposed
+# there (measured: 3x faster on the CPU than rows-major scores, which transpose the key box).
+# Query tiles: `[batch, groups, heads_kv, box, group, rows]`; key tiles: `[batch, groups,
+# heads_kv, group, box, rows]`.
+def _query_scores(qt, kt, mask, bias):
+    s = jnp.einsum("bzhnd,bzhpmd->bzhnpm", kt, qt, precision=HIGHEST)
+    if bias is not None:
+        s = s + jnp.moveaxis(bias, 1, 2)
+    return jnp.where(mask[None, :, None, :, None, :], s, -jnp.inf)
+
+
+def _walk(axes, step, carry):
+    """`lax.scan` of `step(carry, rows, boxes, offsets, mask_index)` over the tiles."""
+    def body(carry, xs):
+        positions, mask_index = xs
+        rows, boxes, offsets = zip(*positions)
+        return step(carry, rows, boxes, offsets, mask_index), None
+
+    return lax.scan(body, carry, _step_tables(axes))[0]
+
+
 def _forward(query, key, value, rpb, extra_keys, extra_values, p: Plan, scale):
     acc = accumulation_dtype(query.dtype)
     heads_kv = key.shape[-2]
-    q = _query_layout(query.astype(acc), p, heads_kv)
-    kb, vb = _key_layout(key.astype(acc), p), _key_layout(value.astype(acc), p)
-    block_step, rows, mask, bias = _step_tables(p)
+    q = query.astype(acc) * scale
+    qr, kr, vr = (_regroup(x, p, heads_kv) for x in (q, key.astype(acc), value.astype(acc)))
+    bias_table = None if rpb is None else rpb.astype(acc)
+    axes = p.axes("query")
+    tiles, boxes_shape = tuple(a.tile for a in axes), tuple(a.box for a in axes)
+    masks = _mask_table(axes)
 
-    shape = q.shape[:-1]
-    zeros = jnp.zeros_like(q, shape=shape) + jnp.zeros_like(kb, shape=shape)
-    if extra_keys is None:
-        m, l = zeros - jnp.inf, zeros
-        o = jnp.zeros_like(q, shape=shape + vb.shape[-1:]) + jnp.zeros_like(vb, shape=shape + vb.shape[-1:])
-    else:
-        s = _extra_scores(q, extra_keys, scale, acc)
-        m = s.max(-1)
-        e = jnp.exp(s - m[..., None])
-        l = e.sum(-1)
-        o = jnp.einsum("brgthpqn,bnhd->brgthpqd", e, extra_values.astype(acc), precision=_HIGHEST)
+    def step(carry, rows, boxes, offsets, mask_index):
+        out, lse = carry
+        qt = _tile(qr, rows, tiles)
+        kt, vt = (_tile(x, boxes, boxes_shape)[:, :, :, 0] for x in (kr, vr))
+        bias = None if rpb is None else _bias(bias_table, offsets, p.nbhd.kernel_size, 1, heads_kv)
+        s = _query_scores(qt, kt, masks[mask_index], bias)
+        m = _finite(s.max(3))
+        e = jnp.exp(s - m[:, :, :, None])
+        total = e.sum(3)
+        o = jnp.einsum("bzhnpm,bzhnd->bzhpmd", e, vt, precision=HIGHEST) / jnp.where(total > 0, total, 1)[..., None]
+        return _place(out, o, rows, tiles), _place(lse, m + jnp.log(total), rows, tiles)
 
-    def step(carry, xs):
-        m, l, o = carry
-        c, r, mk, bs = xs
-        kc, vc = _chunk(kb, p, r, c), _chunk(vb, p, r, c)
-        s = _scores(q, kc, mk, None if rpb is None else _step_bias(rpb, bs, heads_kv), scale, acc)
-        m_new = jnp.maximum(m, s.max(-1))
-        m_safe = _finite(m_new)
-        e = jnp.exp(s - m_safe[..., None])
-        correction = jnp.exp(m - m_safe)
-        l = l * correction + e.sum(-1)
-        o = o * correction[..., None] + jnp.einsum("brgthpqc,brgthcd->brgthpqd", e, vc, precision=_HIGHEST)
-        return (m_new, l, o), None
-
-    (m, l, o), _ = lax.scan(step, (m, l, o), tuple(map(jnp.asarray, (block_step, rows, mask, bias))))
-    o = o / jnp.where(l > 0, l, 1)[..., None]
-    lse = m + jnp.log(l)
-    out = _from_query_layout(o, p, query.shape[:-1] + value.shape[-1:]).astype(query.dtype)
-    lse = _from_query_layout(lse[..., None], p, query.shape[:-1])
-    return out, lse
+    out, lse = _walk(axes, step, (jnp.zeros_like(qr, shape=qr.shape[:-1] + vr.shape[-1:]), jnp.zeros_like(qr[..., 0])))
+    out, lse = _ungroup(out, p), _ungroup(lse, p)
+    if extra_keys is not None:
+        s = extra_logits(q, extra_keys.astype(acc), 1.0)
+        lse_extra = jax.nn.logsumexp(s, axis=-1)
+        out_extra = extra_sum(jnp.exp(s - lse_extra[..., None]), extra_values.astype(acc)).reshape(out.shape)
+        lse_extra = lse_extra.reshape(lse.shape)
+        merged = jnp.logaddexp(lse, lse_extra)
+        out = out * jnp.exp(lse - merged)[..., None] + out_extra * jnp.exp(lse_extra - merged)[..., None]
+        lse = merged
+    return out.astype(query.dtype), lse
 
 
 def _backward(query, key, value, rpb, extra_keys, extra_values, out, lse, d_out, d_lse, p: Plan, scale):
     acc = accumulation_dtype(query.dtype)
     heads_kv = key.shape[-2]
-    q, q_transpose = jax.vjp(lambda x: _query_layout(x, p, heads_kv), query.astype(acc))
-    kb, k_transpose = jax.vjp(lambda x: _key_layout(x, p), key.astype(acc))
-    vb, v_transpose = jax.vjp(lambda x: _key_layout(x, p), value.astype(acc))
-    do = _query_layout(d_out.astype(acc), p, heads_kv)
-    delta = jnp.sum(d_out.astype(acc) * out.astype(acc), -1) - d_lse.astype(acc)
-    delta = _query_layout(delta[..., None], p, heads_kv)[..., 0]
-    lse_t = _finite(_query_layout(lse[..., None], p, heads_kv)[..., 0])
-    block_step, rows, mask, bias = _step_tables(p)
+    q, k, v, do = query.astype(acc) * scale, key.astype(acc), value.astype(acc), d_out.astype(acc)
+    delta = jnp.sum(do * out.astype(acc), -1) - d_lse.astype(acc)
+    lse = _finite(lse)
+    qr, kr, vr, dor, lser, deltar = (_regroup(x, p, heads_kv) for x in (q, k, v, do, lse, delta))
+    kernel_size = p.nbhd.kernel_size
+    query_axes, key_axes = p.axes("query"), p.axes("key")
+    tiles = tuple(a.tile for a in query_axes)
+    query_box, key_box = tuple(a.box for a in query_axes), tuple(a.box for a in key_axes)
+    query_masks, key_masks = _mask_table(query_axes), _mask_table(key_axes)
+
+    def bias_fn(offsets, sign):
+        return lambda table: _bias(table, offsets, kernel_size, sign, heads_kv)
+
+    def query_step(carry, rows, boxes, offsets, mask_index):
+        dq, d_rpb = carry
+        qt, dot = (_tile(x, rows, tiles) for x in (qr, dor))
+        lse_t, delta_t = (_tile(x, rows, tiles)[:, :, :, None] for x in (lser, deltar))
+        kt, vt = (_tile(x, boxes, query_box)[:, :, :, 0] for x in (kr, vr))
+        bias, bias_back = (None, None) if rpb is None else jax.vjp(bias_fn(offsets, 1), rpb.astype(acc))
+        e = jnp.exp(_query_scores(qt, kt, query_masks[mask_index], bias) - lse_t)
+        ds = e * (jnp.einsum("bzhnd,bzhpmd->bzhnpm", vt, dot, precision=HIGHEST) - delta_t)
+        if rpb is not None:
+            d_rpb = d_rpb + bias_back(jnp.moveaxis(ds.sum((0, 1)), 2, 1))[0]
+        dq_t = scale * jnp.einsum("bzhnpm,bzhnd->bzhpmd", ds, kt, precision=HIGHEST)
+        return _place(dq, dq_t, rows, tiles), d_rpb
+
+    def key_step(carry, rows, boxes, offsets, mask_index):
+        dk, dv = carry
+        kt, vt = (_tile(x, rows, tiles)[:, :, :, 0] for x in (kr, vr))
+        qt, dot = (_tile(x, boxes, key_box) for x in (qr, dor))
+        lse_t, delta_t = (_tile(x, boxes, key_box)[..., None] for x in (lser, deltar))
+        s = jnp.einsum("bzhpnd,bzhmd->bzhpnm", qt, kt, precision=HIGHEST)
+        if rpb is not None:
+            s = s + bias_fn(offsets, -1)(rpb.astype(acc))
+        s = jnp.where(key_masks[mask_index][None, :, None, None], s, -jnp.inf)
+        e = jnp.exp(s - lse_t)
+        ds = e * (jnp.einsum("bzhpnd,bzhmd->bzhpnm", dot, vt, precision=HIGHEST) - delta_t)
+        # `q` holds the scale: this is `scale * ds^T.q`.
+        dk_t = jnp.einsum("bzhpnm,bzhpnd->bzhmd", ds, qt, precision=HIGHEST)
+        dv_t = jnp.einsum("bzhpnm,bzhpnd->bzhmd", e, dot, precision=HIGHEST)
+        return _place(dk, dk_t[:, :, :, None], rows, tiles), _place(dv, dv_t[:, :, :, None], rows, tiles)
+
+    d_rpb = None if rpb is None else jnp.zeros(rpb.shape, acc)
+    dq, d_rpb = _walk(query_axes, query_step, (jnp.zeros_like(qr), d_rpb))
+    dq = _ungroup(dq, p)
+    dk, dv = (_ungroup(x, p) for x in _walk(key_axes, key_step, (jnp.zeros_like(kr), jnp.zeros_like(vr))))
 
     d_extra = (None, None)
-    dq = jnp.zeros_like(q)
     if extra_keys is not None:
-        e = jnp.exp(_extra_scores(q, extra_keys, scale, acc) - lse_t[..., None])
-        dp = jnp.einsum("brgthpqd,bnhd->brgthpqn", do, extra_values.astype(acc), precision=_HIGHEST)
-        ds = e * (dp - delta[..., None])
-        dq = scale * jnp.einsum("brgthpqn,bnhd->brgthpqd", ds, extra_keys.astype(acc), precision=_HIGHEST)
-        d_extra = (scale * jnp.einsum("brgthpqn,brgthpqd->bnhd", ds, q, precision=_HIGHEST),
-                   jnp.einsum("brgthpqn,brgthpqd->bnhd", e, do, precision=_HIGHEST))
-
-    def step(carry, xs):
-        dq, dkb, dvb, drpb = carry
-        c, r, mk, bs = xs
-        kc, k_back = jax.vjp(lambda x: _chunk(x, p, r, c), kb)
-        vc, v_back = jax.vjp(lambda x: _chunk(x, p, r, c), vb)
-        if rpb is None:
-            step_bias = None
-        else:
-            step_bias, bias_back = jax.vjp(lambda t: _step_bias(t, bs, heads_kv), rpb.astype(acc))
-        s = _scores(q, kc, mk, step_bias, scale, acc)
-        e = jnp.exp(s - lse_t[..., None])
-        dp = jnp.einsum("brgthpqd,brgthcd->brgthpqc", do, vc, precision=_HIGHEST)
-        ds = e * (dp - delta[..., None])
-        dq = dq + scale * jnp.einsum("brgthpqc,brgthcd->brgthpqd", ds, kc, precision=_HIGHEST)
-        dkb = dkb + k_back(scale * jnp.einsum("brgthpqc,brgthpqd->brgthcd", ds, q, precision=_HIGHEST))[0]
-        dvb = dvb + v_back(jnp.einsum("brgthpqc,brgthpqd->brgthcd", e, do, precision=_HIGHEST))[0]
-        if rpb is not None:
-            drpb = drpb + bias_back(ds.sum(0))[0]
-        return (dq, dkb, dvb, drpb), None
-
-    drpb = None if rpb is None else jnp.zeros(rpb.shape, acc)
-    carry = (dq, jnp.zeros_like(kb), jnp.zeros_like(vb), drpb)
-    (dq, dkb, dvb, drpb), _ = lax.scan(step, carry, tuple(map(jnp.asarray, (block_step, rows, mask, bias))))
-    grads = (q_transpose(dq)[0].astype(query.dtype), k_transpose(dkb)[0].astype(key.dtype),
-             v_transpose(dvb)[0].astype(value.dtype), None if rpb is None else drpb.astype(rpb.dtype))
-    d_extra = tuple(None if x is None else x.astype(query.dtype) for x in d_extra)
-    return grads + d_extra
+        ek, ev = extra_keys.astype(acc), extra_values.astype(acc)
+        e = jnp.exp(extra_logits(q, ek, 1.0) - lse.reshape(lse.shape[0], -1, heads_kv, lse.shape[-1] // heads_kv, 1))
+        split_do = split_heads(do, heads_kv)
+        dp = jnp.einsum("bthgd,bnhd->bthgn", split_do, ev, precision=HIGHEST)
+        ds = e * (dp - split_heads(delta[..., None], heads_kv))
+        dq = dq + scale * extra_sum(ds, ek).reshape(dq.shape)
+        d_extra = (jnp.einsum("bthgn,bthgd->bnhd", ds, split_heads(q, heads_kv), precision=HIGHEST),
+                   jnp.einsum("bthgn,bthgd->bnhd", e, split_do, precision=HIGHEST))
+    grads = (dq.astype(query.dtype), dk.astype(key.dtype), dv.astype(value.dtype),
+             None if rpb is None else d_rpb.astype(rpb.dtype))
+    return grads + tuple(None if x is None else x.astype(query.dtype) for x in d_extra)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
@@ -420,5 +449,5 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
               additional_keys=None, additional_values=None):
     """Neighborhood attention; returns `(out, lse)` (lse in the accumulation dtype)."""
-    p = plan(query.shape[1:-2], nbhd)
+    p = plan(query.shape[1:-2], nbhd, query.shape[-2] // key.shape[-2])
     return _attention(query, key, value, rpb, additional_keys, additional_values, p, float(scale))
