@@ -198,7 +198,15 @@ def main(args):
     from jax_natten import bench, checks
     chosen = [f for f in ("problem", "size", "kernel_size", "stride", "dilation", "causal", "batch", "heads",
                           "heads_kv", "head_dim", "dtype") if getattr(args, f) is not None]
-    problems = list(bench.STANDARD_PROBLEMS.values()) if args.all or not chosen else [bench.problem_from_args(args)]
+    if args.all or not chosen:
+        # --all: the standard problems as defined, or all in another dtype; other options would
+        # contradict their definitions.
+        if set(chosen) - {"dtype"}:
+            raise SystemExit(f"plan --all takes no problem options but --dtype (got {', '.join(chosen)})")
+        problems = [dataclasses.replace(problem, dtype=args.dtype or problem.dtype)
+                    for problem in bench.STANDARD_PROBLEMS.values()]
+    else:
+        problems = [bench.problem_from_args(args)]
     plans = {}
     for problem in problems:
         nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride, problem.dilation,

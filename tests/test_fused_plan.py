@@ -69,6 +69,17 @@ def test_plan_command_every_standard_problem(tmp_path, capsys):
     assert "2d-nat-custom" in capsys.readouterr().out
 
 
+def test_plan_command_all_problems_in_another_dtype(tmp_path, capsys):
+    # 1d-long has head dim 128: float32 K/V rows of 512 bytes get KV tiles of 32 keys, bfloat16 64.
+    out = tmp_path / "plan.json"
+    cli.main(["plan", "--all", "--dtype", "float32", "--json", str(out)])
+    assert math.prod(json.loads(out.read_text())["1d-long"]["kv_tile"]) == 32
+    cli.main(["plan", "--all", "--json", str(out)])
+    assert math.prod(json.loads(out.read_text())["1d-long"]["kv_tile"]) == 64
+    with pytest.raises(SystemExit, match="--all takes no problem options"):
+        cli.main(["plan", "--all", "--head-dim", "64"])
+
+
 @pytest.mark.parametrize("head_dim, kv_rows", [(32, 64), (64, 64), (128, 32), (256, 16)])
 def test_float32_tiles_and_shared_memory(head_dim, kv_rows):
     # kernel.h: KV tiles of 64 keys up to 256-byte K/V rows, fewer for wider ones (float32 rows are
