@@ -408,7 +408,8 @@ def _backward(query, key, value, rpb, extra_keys, extra_values, out, lse, d_out,
         dv_t = jnp.einsum("bzhpnm,bzhpnd->bzhmd", e, dot, precision=HIGHEST)
         return _place(dk, dk_t[:, :, :, None], rows, tiles), _place(dv, dv_t[:, :, :, None], rows, tiles)
 
-    d_rpb = None if rpb is None else jnp.zeros(rpb.shape, acc)
+    # Like rpb (attention() makes it vary with the query under shard_map), as the per-step sums do.
+    d_rpb = None if rpb is None else jnp.zeros_like(rpb, acc)
     dq, d_rpb = _walk(query_axes, query_step, (jnp.zeros_like(qr), d_rpb))
     dq = _ungroup(dq, p)
     dk, dv = (_ungroup(x, p) for x in _walk(key_axes, key_step, (jnp.zeros_like(kr), jnp.zeros_like(vr))))
@@ -450,4 +451,22 @@ def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
               additional_keys=None, additional_values=None):
     """Neighborhood attention; returns `(out, lse)` (lse in the accumulation dtype)."""
     p = plan(query.shape[1:-2], nbhd, query.shape[-2] // key.shape[-2])
-    return _attention(query, key, value, rpb, additional_keys, additional_values, p, float(scale))
+    inputs = _varying_alike(query, key, value, rpb, additional_keys, additional_values)
+    return _attention(*inputs, p, float(scale))
+
+
+def _varying_axes(x):
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)
+    return frozenset(manual.varying) if manual is not None else frozenset(getattr(aval, "vma", ()))
+
+
+def _varying_alike(*arrays):
+    """`arrays` (None kept) all varying over the union of their shard_map manual axes. The
+    custom_vjp's backward returns cotangents that vary where the query does; an input that does
+    not (a replicated rpb or key under data parallelism) is cast first, and autodiff of the cast
+    sums its gradient over those axes."""
+    present = [a for a in arrays if a is not None]
+    union = frozenset().union(*map(_varying_axes, present))
+    return tuple(a if a is None or not union - _varying_axes(a) else
+                 lax.pcast(a, tuple(sorted(union - _varying_axes(a))), to="varying") for a in arrays)
