@@ -1,7 +1,9 @@
 """Public operators: NATTEN's names and heads-last layout `[batch, *spatial, heads, head_dim]`.
 
 Each function validates its arguments (ValueError / NotImplementedError naming the argument),
-chooses a backend and calls it. Nothing is traced before the checks pass.
+chooses a backend and calls it, with the arrays varying alike under `shard_map`
+(`manual_axes.varying_alike`: every backend's gradient then types right). Nothing is traced
+before the checks pass.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from jax_natten import backends, checks
+from jax_natten.manual_axes import varying_alike
 
 
 def _attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
@@ -16,6 +19,8 @@ def _attention(query, key, value, kernel_size, stride, dilation, is_causal, scal
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, return_lse, rank)
     chosen = backends.choose(_attention_request(inputs), backend)
+    query, key, value, rpb, additional_keys, additional_values = varying_alike(
+        query, key, value, rpb, additional_keys, additional_values)
     out, lse = chosen.attention(query, key, value, inputs.nbhd, inputs.scale, rpb,
                                 additional_keys, additional_values)
     return (out, lse) if return_lse else out
@@ -70,6 +75,7 @@ def _make_qk(rank):
         nbhd = checks.qk_inputs(query, key, kernel_size, stride, dilation, is_causal, rpb, rank)
         request = backends.make_request("qk", np.dtype(query.dtype).name, query.shape[1:-2], query.shape[-2],
                                         key.shape[-2], query.shape[-1], query.shape[-1], nbhd, rpb is not None)
+        query, key, rpb = varying_alike(query, key, rpb)
         return backends.choose(request, backend).qk(query, key, nbhd, rpb)
 
     na_qk.__name__ = na_qk.__qualname__ = f"na{rank}d_qk"
@@ -84,6 +90,7 @@ def _make_av(rank):
         nbhd = checks.av_inputs(attn, value, kernel_size, stride, dilation, is_causal, rank)
         request = backends.make_request("av", np.dtype(attn.dtype).name, attn.shape[1:-2], attn.shape[-2],
                                         value.shape[-2], value.shape[-1], value.shape[-1], nbhd)
+        attn, value = varying_alike(attn, value)
         return backends.choose(request, backend).av(attn, value, nbhd)
 
     na_av.__name__ = na_av.__qualname__ = f"na{rank}d_av"

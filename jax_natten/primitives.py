@@ -42,6 +42,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jax_natten import cuda, fused_plan
+from jax_natten.manual_axes import vary_like
 from jax_natten.neighborhood import Neighborhood
 
 # What an operand or result is; `[*batch, *spatial, heads(, feature)]` for the two head kinds.
@@ -68,7 +69,8 @@ def partitioned(per_shard, layout: Layout):
 
     @custom_vmap
     def call(*operands):
-        return _partitioned_call(per_shard, layout, operands)
+        # An FFI call's results are typed as varying over no shard_map axis (see manual_axes).
+        return vary_like(_partitioned_call(per_shard, layout, operands), operands)
 
     @call.def_vmap
     def batched(axis_size, in_batched, *operands):

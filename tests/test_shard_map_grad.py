@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
+import jax_natten
 from jax_natten import models
 from jax_natten.models.networks import Mlp, gelu
 
@@ -58,3 +59,38 @@ def test_mlp_gradients_under_shard_map_match_one_device(mesh):
     for got, expected in zip(jax.tree.leaves(got_params), jax.tree.leaves(want[0])):
         assert _relative(got, expected) < 1e-5
     assert _relative(got_x, want[1]) < 1e-5
+
+
+CPU_BACKENDS = ("reference", "blocked", "gemm-emulated", "naive-emulated", "fused-emulated")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_attention_gradients_under_shard_map_with_replicated_inputs(mesh, backend):
+    """Data parallelism as examples/data_parallel.py does it: every input sharded over the batch but
+    the RPB, which is replicated. A backend's custom_vjp returns cotangents that vary where the
+    query does; the RPB's gradient must come back summed over the shards (VMA checks on), equal to
+    the one-device gradient."""
+    if backend.endswith("emulated"):
+        from conftest import require_emulation
+        require_emulation()
+    rng = np.random.default_rng(2)
+    heads, dim, kernel = 2, 8, (3, 3)
+    q, k, v = (jnp.asarray(rng.standard_normal((DEVICES, 5, 6, heads, dim)), jnp.float32) for _ in range(3))
+    rpb = jnp.asarray(rng.standard_normal((heads, 5, 5)), jnp.float32)
+    extra_k, extra_v = (jnp.asarray(rng.standard_normal((DEVICES, 3, heads, dim)), jnp.float32) for _ in range(2))
+
+    def loss(q, k, v, rpb, extra_k, extra_v, mean=lambda value: value):
+        out = jax_natten.na2d(q, k, v, kernel, rpb=rpb, backend=backend)
+        extra = jax_natten.na2d(q, k, v, kernel, additional_keys=extra_k, additional_values=extra_v,
+                                backend=backend)
+        return mean(((out + extra) ** 2).mean())
+
+    args = (q, k, v, rpb, extra_k, extra_v)
+    want = jax.grad(loss, argnums=tuple(range(6)))(*args)
+    per_shard = jax.shard_map(
+        jax.grad(lambda *a: loss(*a, mean=lambda value: jax.lax.pmean(value, "data")), argnums=tuple(range(6))),
+        mesh=mesh, in_specs=(P("data"),) * 3 + (P(),) + (P("data"),) * 2,
+        out_specs=(P("data"),) * 3 + (P(),) + (P("data"),) * 2)
+    got = jax.jit(per_shard)(*args)
+    for name, g, w in zip(("dq", "dk", "dv", "drpb", "dextra_k", "dextra_v"), got, want):
+        assert _relative(g, w) < 1e-4, name

@@ -451,22 +451,5 @@ def attention(query, key, value, nbhd: Neighborhood, scale, rpb=None,
               additional_keys=None, additional_values=None):
     """Neighborhood attention; returns `(out, lse)` (lse in the accumulation dtype)."""
     p = plan(query.shape[1:-2], nbhd, query.shape[-2] // key.shape[-2])
-    inputs = _varying_alike(query, key, value, rpb, additional_keys, additional_values)
-    return _attention(*inputs, p, float(scale))
+    return _attention(query, key, value, rpb, additional_keys, additional_values, p, float(scale))
 
-
-def _varying_axes(x):
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)
-    return frozenset(manual.varying) if manual is not None else frozenset(getattr(aval, "vma", ()))
-
-
-def _varying_alike(*arrays):
-    """`arrays` (None kept) all varying over the union of their shard_map manual axes. The
-    custom_vjp's backward returns cotangents that vary where the query does; an input that does
-    not (a replicated rpb or key under data parallelism) is cast first, and autodiff of the cast
-    sums its gradient over those axes."""
-    present = [a for a in arrays if a is not None]
-    union = frozenset().union(*map(_varying_axes, present))
-    return tuple(a if a is None or not union - _varying_axes(a) else
-                 lax.pcast(a, tuple(sorted(union - _varying_axes(a))), to="varying") for a in arrays)
