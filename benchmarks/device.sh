@@ -102,14 +102,18 @@ fused_sanitize() {
   done
 }
 
-# The standard problems of BENCHMARKS.md, fused against gemm and dense attention (cuDNN).
+# The standard problems of BENCHMARKS.md, fused against gemm and dense attention (cuDNN), in each
+# of JAX_NATTEN_BENCH_DTYPES (default bfloat16; also float16, float32).
 fused_bench() {
-  local date device problem
+  local date device problem dtype
   date=$(date +%F)
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
-  for problem in 1d-long 1d-long-causal 2d-large 2d-dilated 3d-video 3d-video-tcausal 2d-nat 2d-dinat; do
-    (cd /tmp && python3 -m jax_natten bench --problem "$problem" --backends fused,gemm --passes fwd --reps 20 \
-      --json "$out/$date-$device-fused.json") 2>&1 | tail -6
+  for dtype in ${JAX_NATTEN_BENCH_DTYPES:-bfloat16}; do
+    for problem in ${JAX_NATTEN_PROBLEMS:-1d-long 1d-long-causal 2d-large 2d-dilated 3d-video 3d-video-tcausal 2d-nat 2d-dinat}; do
+      (cd /tmp && python3 -m jax_natten bench --problem "$problem" --dtype "$dtype" \
+        --backends "${JAX_NATTEN_BACKENDS:-fused,gemm}" --passes "${JAX_NATTEN_PASSES:-fwd}" --reps 20 \
+        ${JAX_NATTEN_BENCH_FLAGS:-} --json "$out/$date-$device-fused.json") 2>&1 | tail -6
+    done
   done
   (cd /tmp && python3 -m jax_natten plan --json "$out/$date-fused-plan.json") 2>&1 | tail -8
 }
