@@ -92,6 +92,7 @@ class Record:
     ms: float
     tflops: float
     max_rel_err: float | None
+    failure: str | None = None  # "out of memory": ms and tflops are NaN
 
 
 def _inputs(problem: Problem, seed: int):
@@ -158,6 +159,18 @@ def _time_ms(fn, input_sets, warmup, reps, min_sample_ms=5.0, max_calls=50):
     return 1e3 * statistics.median(samples)
 
 
+def _time_or_oom(fn, input_sets, warmup, reps):
+    """`(_time_ms(...), None)`, or `(nan, "out of memory")` when the device cannot hold what `fn`
+    allocates (dense attention in float32 materializes tokens x tokens scores: 256 GiB on 1d-long),
+    so that the other backends of the run are still timed."""
+    try:
+        return _time_ms(fn, input_sets, warmup, reps), None
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        return math.nan, "out of memory"
+
+
 def _relative_error(result, reference):
     leaves = jax.tree_util.tree_leaves(result)
     ref_leaves = jax.tree_util.tree_leaves(reference)
@@ -189,17 +202,17 @@ def run(problem: Problem, backend_names, passes_list, warmup=2, reps=10, check=T
         if baseline:
             implementation = dense.implementation(*(_flat_tokens(x) for x in input_sets[0][:3]))
             fn = _passes_fn(_dense_fn(implementation), passes)
-            ms = _time_ms(fn, input_sets, warmup, reps)
+            ms, failure = _time_or_oom(fn, input_sets, warmup, reps)
             baselines[passes] = Record(f"dense-{implementation}", passes, ms,
-                                       problem.flops(problem.tokens, passes) / ms / 1e9, None)
+                                       problem.flops(problem.tokens, passes) / ms / 1e9, None, failure)
             bar.update()
         for name in backend_names:
             bar.set_postfix_str(f"{name} {passes}")
             fn = _passes_fn(_neighborhood_fn(problem, name), passes)
-            ms = _time_ms(fn, input_sets, warmup, reps)
-            error = _relative_error(fn(*input_sets[0]), reference) if check else None
+            ms, failure = _time_or_oom(fn, input_sets, warmup, reps)
+            error = _relative_error(fn(*input_sets[0]), reference) if check and failure is None else None
             records.append(Record(name, passes, ms, problem.flops(math.prod(problem.kernel_size), passes) / ms / 1e9,
-                                  error))
+                                  error, failure))
             bar.update()
     bar.close()
     return records, baselines
@@ -213,9 +226,10 @@ def format_table(problem: Problem, records, baselines):
     rows = [("backend", "pass", "ms", "TFLOP/s", "vs dense", "rel err")]
     for r in list(baselines.values()) + records:
         base = baselines.get(r.passes)
-        ratio = f"{r.tflops / base.tflops:.3f}" if base else "-"
+        ratio = f"{r.tflops / base.tflops:.3f}" if base and base.failure is None and r.failure is None else "-"
         error = "-" if r.max_rel_err is None else f"{r.max_rel_err:.2e}"
-        rows.append((r.backend, r.passes, f"{r.ms:.3f}", f"{r.tflops:.4g}", ratio, error))
+        ms, tflops = (r.failure, "-") if r.failure else (f"{r.ms:.3f}", f"{r.tflops:.4g}")
+        rows.append((r.backend, r.passes, ms, tflops, ratio, error))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [header, ""]
     for i, row in enumerate(rows):
@@ -244,9 +258,12 @@ def json_records(problem: Problem, records, baselines, command):
     out = []
     for r in records:
         base = baselines.get(r.passes)
-        out.append({**common, "backend": r.backend, "pass": r.passes, "ms": r.ms, "tflops": r.tflops,
+        base = base if base and base.failure is None else None
+        out.append({**common, "backend": r.backend, "pass": r.passes,
+                    "ms": None if r.failure else r.ms, "tflops": None if r.failure else r.tflops,
                     "baseline": base.backend if base else None, "baseline_ms": base.ms if base else None,
-                    "baseline_tflops": base.tflops if base else None, "max_rel_err": r.max_rel_err})
+                    "baseline_tflops": base.tflops if base else None, "max_rel_err": r.max_rel_err,
+                    **({"failure": r.failure} if r.failure else {})})
     return out
 
 

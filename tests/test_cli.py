@@ -143,3 +143,29 @@ def test_help():
     for option in ("--problem", "--size", "--kernel-size", "--stride", "--dilation", "--causal", "--heads-kv",
                    "--head-dim", "--dtype", "--backends", "--passes", "--reps", "--warmup", "--json"):
         assert option in sub.stdout, option
+
+
+def test_bench_records_out_of_memory_and_times_the_rest(monkeypatch, tmp_path):
+    """Dense float32 attention on 1d-long asks an H200 for 256 GiB: the run goes on with the other
+    backends, the table and records say "out of memory" and carry no ratio."""
+    import jax
+    from jax_natten import bench as bench_module
+
+    def exhausted(implementation):
+        def fn(*args):
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 256.02GiB")
+        return fn
+
+    monkeypatch.setattr(bench_module, "_dense_fn", exhausted)
+    problem = bench_module.Problem("tiny", 1, (16,), 1, 4, (3,), dtype="float32")
+    records, baselines = bench_module.run(problem, ["reference"], ["fwd"], warmup=1, reps=1, check=False)
+    assert baselines["fwd"].failure == "out of memory" and math.isnan(baselines["fwd"].ms)
+    assert records[0].failure is None and records[0].ms > 0
+    table = bench_module.format_table(problem, records, baselines)
+    dense_row = next(line for line in table.splitlines() if line.startswith("| dense"))
+    assert "out of memory" in dense_row
+    reference_row = next(line for line in table.splitlines() if line.startswith("| reference"))
+    assert reference_row.split("|")[5].strip() == "-"  # no ratio to a failed baseline
+    [record] = bench_module.json_records(problem, records, baselines, "bench")
+    assert record["baseline"] is None and record["baseline_ms"] is None and "failure" not in record
+    assert set(record) == RECORD_KEYS
