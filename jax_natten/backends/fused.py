@@ -102,7 +102,8 @@ class FusedBackend:
         self.gemm = gemm
         self.name = name
         self.explicit_only = explicit_only
-        self.note = f"gradient from the {gemm.name} operators (PN/NN/IN), recomputed from the inputs; no fused backward yet"
+        self.note = ("gradient from the fused backward kernel (float16/bfloat16, head dim <= 128, no rpb); "
+                     f"otherwise from the {gemm.name} operators (PN/NN/IN), recomputed from the inputs")
 
     def unsupported(self, request):
         if request.operator != "attention":
