@@ -18,6 +18,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemm);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForward);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedBackward);
 std::vector<int> JaxNattenFusedHeadDimClasses();  // cuda/ffi/fused.cu
 int JaxNattenFusedQTileRows();
 std::vector<int> JaxNattenFusedKvTileRows(int element_bytes);
@@ -44,6 +45,7 @@ NB_MODULE(_cuda, m) {
     targets["na_nn_gemm"] = Capsule(JaxNattenNnGemm);
     targets["na_in_gemm"] = Capsule(JaxNattenInGemm);
     targets["na_fused_forward"] = Capsule(JaxNattenFusedForward);
+    targets["na_fused_backward"] = Capsule(JaxNattenFusedBackward);
     return targets;
   });
   // CMake's CUDA_ARCHITECTURES entries, comma-separated: "80-real,90a-real,80-virtual".

@@ -242,6 +242,19 @@ def _neighborhood_attributes(nbhd: Neighborhood):
 
 
 FUSED_FORWARD_TARGET = f"{cuda.TARGET_PREFIX}na_fused_forward"
+FUSED_BACKWARD_TARGET = f"{cuda.TARGET_PREFIX}na_fused_backward"
+
+
+def fused_backward_result(query, key, value):
+    """Fused backward: d_query in float32 (the kernel adds to it by atomics), d_key and d_value in
+    the input dtype."""
+    return (jax.ShapeDtypeStruct(query.shape, jnp.float32), jax.ShapeDtypeStruct(key.shape, key.dtype),
+            jax.ShapeDtypeStruct(value.shape, value.dtype))
+
+
+def fused_backward_layout(query, key, nbhd: Neighborhood):
+    operands = (QUERY_HEADS, KV_HEADS, KV_HEADS, QUERY_HEADS, QUERY_HEADS, QUERY_HEADS)
+    return Layout(nbhd.rank, query.shape[-2] // key.shape[-2], operands, (QUERY_HEADS, KV_HEADS, KV_HEADS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +311,15 @@ class FfiShards:
                           scale=np.float32(scale), q_tile=np.asarray(tiles.q_tile, np.int64),
                           kv_tile=np.asarray(tiles.kv_tile, np.int64))
 
+    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale):
+        # The forward's tile boxes (the backward's KV tiles have the Q tile's rows).
+        spatial = query.shape[-nbhd.rank - 2:-2]
+        tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name,
+                                platform=self.platform)
+        return self._call(FUSED_BACKWARD_TARGET, fused_backward_result(query, key, value), nbhd, query, key, value,
+                          jnp.zeros((0,), query.dtype), d_out, lse, delta, scale=np.float32(scale),
+                          q_tile=np.asarray(tiles.q_tile, np.int64), kv_tile=np.asarray(tiles.kv_tile, np.int64))
+
 
 def _partitioned_with_optional(per_shard, layout, operands, optional):
     """`per_shard(*operands, optional)` partitioned; `optional` (the bias table or None) is an
@@ -339,3 +361,9 @@ class Operators:
         return _partitioned_with_optional(
             lambda q, k, v, b: self.shards.fused_forward(q, k, v, b, nbhd, scale),
             fused_forward_layout(query, key, nbhd, rpb is not None), (query, key, value), rpb)
+
+    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale):
+        """`(d_query float32, d_key, d_value)` of the window attention without bias, from the
+        window's lse and delta = rowsum(d_out * out) - d_lse (float32)."""
+        return partitioned(lambda *xs: self.shards.fused_backward(*xs, nbhd, scale),
+                           fused_backward_layout(query, key, nbhd))(query, key, value, d_out, lse, delta)

@@ -17,6 +17,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenPnGemmHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenNnGemmHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenInGemmHost);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedForwardHost);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedBackwardHost);
 std::vector<int> JaxNattenFusedHeadDimClassesHost();  // cuda/emu/fused.cc
 int JaxNattenFusedQTileRowsHost();
 std::vector<int> JaxNattenFusedKvTileRowsHost(int element_bytes);
@@ -31,6 +32,7 @@ NB_MODULE(_emulation, m) {
     targets["na_nn_gemm"] = nb::capsule(reinterpret_cast<void*>(JaxNattenNnGemmHost));
     targets["na_in_gemm"] = nb::capsule(reinterpret_cast<void*>(JaxNattenInGemmHost));
     targets["na_fused_forward"] = nb::capsule(reinterpret_cast<void*>(JaxNattenFusedForwardHost));
+    targets["na_fused_backward"] = nb::capsule(reinterpret_cast<void*>(JaxNattenFusedBackwardHost));
     return targets;
   });
   m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClassesHost);

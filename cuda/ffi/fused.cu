@@ -1,4 +1,4 @@
-// CUDA FFI handler of the fused forward (jax_natten/fused/). The buffer checks, attributes and
+// CUDA FFI handlers of the fused forward and backward (jax_natten/fused/). The buffer checks, attributes and
 // the dispatch to an instantiation are fused_ffi.h's; the instantiations are compiled in
 // generated units (CMakeLists.txt). Allocates nothing and never synchronizes with the host.
 #include <cuda_runtime.h>
@@ -21,3 +21,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
       return jax_natten::fused::ForwardHandler(jax_natten::exec::DeviceLaunch{stream}, args...);
     },
     jax_natten::fused::ForwardBinding(xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxNattenFusedBackward,
+    [](cudaStream_t stream, auto... args) {
+      return jax_natten::fused::BackwardHandler(jax_natten::exec::DeviceLaunch{stream}, args...);
+    },
+    jax_natten::fused::BackwardBinding(xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()));

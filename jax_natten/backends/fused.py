@@ -6,8 +6,10 @@ exactly through the two LSEs, inside the same `jax.custom_vjp`:
   lse = logaddexp(lse_window, lse_extra),
   out = exp(lse_window - lse) out_window + exp(lse_extra - lse) out_extra.
 
-Until the fused backward exists, the gradient is the gemm backend's (PN/NN/IN kernels; for
-"fused-emulated", "gemm-emulated"), which recomputes the attention from the saved inputs.
+The gradient is the fused backward kernel's (fused/backward.h: float16 / bfloat16, head-dim
+classes up to 128, no bias) from the window's saved out and LSE, the merge's gradient through
+jax.vjp; other inputs take the gemm backend's (PN/NN/IN kernels; for "fused-emulated",
+"gemm-emulated"), which recomputes the attention from the saved inputs.
 """
 
 from __future__ import annotations
@@ -44,17 +46,48 @@ def _attention(gemm, nbhd, scale, query, key, value, rpb, additional_keys, addit
 
 
 def _attention_fwd(gemm, nbhd, scale, *inputs):
+    query, key, value, rpb, additional_keys, additional_values = inputs
+    out_window, lse_window = gemm.kernels.fused_forward(query, key, value, rpb, nbhd, scale)
+    out, lse = out_window, lse_window
+    if additional_keys is not None:
+        out, lse = _merge_extra(out, lse, query, additional_keys, additional_values, scale)
     residuals = tuple(None if x is None else checkpoint_name(x, "jax_natten_fused_residual") for x in inputs)
-    return _attention(gemm, nbhd, scale, *inputs), residuals
+    window = (checkpoint_name(out_window, "jax_natten_fused_out"), checkpoint_name(lse_window, "jax_natten_fused_lse"))
+    primal = (checkpoint_name(out, "jax_natten_fused_out"), checkpoint_name(lse, "jax_natten_fused_lse"))
+    return primal, (residuals, window)
+
+
+def fused_backward_runs(query, value, rpb) -> bool:
+    """Whether the fused backward kernel takes these inputs (fused/backward.h: 16-bit, head-dim
+    classes up to 128, no bias); the others take the gemm operators' gradient."""
+    return (rpb is None and query.dtype in (jnp.float16, jnp.bfloat16)
+            and (fused_plan.head_dim_class(query.shape[-1], value.shape[-1]) or 256) <= 128)
 
 
 def _attention_bwd(gemm, nbhd, scale, residuals, cotangents):
-    def unfused(query, key, value, rpb, additional_keys, additional_values):
-        return gemm.attention(query, key, value, nbhd, scale, rpb, additional_keys, additional_values)
-
-    _, vjp = jax.vjp(unfused, *residuals)
+    inputs, (out_window, lse_window) = residuals
+    query, key, value, rpb, additional_keys, additional_values = inputs
     d_out, d_lse = cotangents
-    return vjp((d_out, d_lse.astype(jnp.float32)))
+    d_lse = d_lse.astype(jnp.float32)
+    if not fused_backward_runs(query, value, rpb):
+        def unfused(query, key, value, rpb, additional_keys, additional_values):
+            return gemm.attention(query, key, value, nbhd, scale, rpb, additional_keys, additional_values)
+
+        _, vjp = jax.vjp(unfused, *inputs)
+        return vjp((d_out, d_lse))
+    d_extra = (None, None)
+    d_query_extra = None
+    if additional_keys is not None:
+        # The merge's gradient reaches the window's out and lse (whose cotangent enters delta).
+        _, merge_vjp = jax.vjp(lambda o, l, q, k, v: _merge_extra(o, l, q, k, v, scale),
+                               out_window, lse_window, query, additional_keys, additional_values)
+        d_out, d_lse, d_query_extra, *d_extra = merge_vjp((d_out, d_lse))
+    delta = jnp.sum(d_out.astype(jnp.float32) * out_window.astype(jnp.float32), axis=-1) - d_lse
+    d_query, d_key, d_value = gemm.kernels.fused_backward(query, key, value, d_out.astype(query.dtype), lse_window,
+                                                          delta, nbhd, scale)
+    if d_query_extra is not None:
+        d_query = d_query + d_query_extra.astype(jnp.float32)
+    return (d_query.astype(query.dtype), d_key, d_value, None, *d_extra)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -69,7 +102,8 @@ class FusedBackend:
         self.gemm = gemm
         self.name = name
         self.explicit_only = explicit_only
-        self.note = f"gradient from the {gemm.name} operators (PN/NN/IN), recomputed from the inputs; no fused backward yet"
+        self.note = ("gradient from the fused backward kernel (float16/bfloat16, head dim <= 128, no rpb); "
+                     f"otherwise from the {gemm.name} operators (PN/NN/IN), recomputed from the inputs")
 
     def unsupported(self, request):
         if request.operator != "attention":

@@ -39,6 +39,16 @@ inline std::vector<int> built_kv_tile_rows(int element_bytes) {
 
 namespace detail {
 
+template <class Elem, class Launch, int kClass, int... kClasses>
+ffi::Error launch_backward_class(const Launch& launch, const BackwardParams& p) {
+  if (p.fwd.dim <= kClass && p.fwd.dim_v <= kClass) return launch_backward<Elem, kClass>(launch, p);
+  if constexpr (sizeof...(kClasses) > 0) {
+    return launch_backward_class<Elem, Launch, kClasses...>(launch, p);
+  } else {
+    return ffi::Error::InvalidArgument("fused: no built head-dim class holds the head dims");
+  }
+}
+
 // A head-dim class is the smallest built one holding both head dims.
 template <class Elem, class Launch, int kClass, int... kClasses>
 ffi::Error launch_class(const Launch& launch, const FusedParams& p) {
@@ -179,6 +189,74 @@ auto ForwardBinding(Binding bind) {
       .template Attr<float>("scale")
       .template Ret<ffi::AnyBuffer>()   // out
       .template Ret<ffi::AnyBuffer>();  // lse
+}
+
+// The backward's handler: the forward's checks on (query, key, value, rpb) with d_out in out's
+// place and d_query's layout, then lse, delta (float32 [.., heads]), d_key and d_value checked
+// against them. d_query is float32 (the kernel adds to it by atomics).
+template <class Launch>
+ffi::Error BackwardHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer value,
+                           ffi::AnyBuffer rpb, ffi::AnyBuffer d_out, ffi::AnyBuffer lse, ffi::AnyBuffer delta,
+                           Ints kernel_size, Ints stride, Ints dilation, Ints is_causal, Ints q_tile, Ints kv_tile,
+                           float scale, ffi::Result<ffi::AnyBuffer> d_query, ffi::Result<ffi::AnyBuffer> d_key,
+                           ffi::Result<ffi::AnyBuffer> d_value) {
+  BackwardParams p{};
+  if (ffi::Error e = ForwardParams(query, key, value, rpb, kernel_size, stride, dilation, is_causal, q_tile, kv_tile,
+                                   scale, d_out, lse, &p.fwd);
+      e.failure()) {
+    return e;
+  }
+  const int rank = static_cast<int>(kernel_size.size());
+  TokenLayout q, k, v;
+  if (ffi::Error e = ReadLayout(query, rank, "query", &q); e.failure()) return e;
+  if (ffi::Error e = ReadLayout(key, rank, "key", &k); e.failure()) return e;
+  if (ffi::Error e = ReadLayout(value, rank, "value", &v); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(*d_query, rank, q, q.heads, q.dim, "d_query"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(*d_key, rank, q, k.heads, k.dim, "d_key"); e.failure()) return e;
+  if (ffi::Error e = ExpectLayout(*d_value, rank, q, k.heads, v.dim, "d_value"); e.failure()) return e;
+  const ffi::DataType t = query.element_type();
+  if (lse.element_count() != delta.element_count() || delta.element_type() != ffi::DataType::F32 ||
+      d_query->element_type() != ffi::DataType::F32 || d_key->element_type() != t || d_value->element_type() != t) {
+    return ffi::Error::InvalidArgument("fused backward: lse, delta and d_query float32, d_key and d_value the input dtype");
+  }
+  if (static_cast<int64_t>(lse.element_count()) != q.batch * q.tokens * q.heads) {
+    return ffi::Error::InvalidArgument("fused backward: lse and delta hold one value per query row");
+  }
+  if (count_kv_tiles(p.fwd) > INT_MAX) return ffi::Error::InvalidArgument("fused backward: too many KV tiles for one launch");
+  p.d_out = d_out.untyped_data();
+  p.lse = static_cast<const float*>(lse.untyped_data());
+  p.delta = static_cast<const float*>(delta.untyped_data());
+  p.d_query = static_cast<float*>(d_query->untyped_data());
+  p.d_key = d_key->untyped_data();
+  p.d_value = d_value->untyped_data();
+  p.fwd.out = nullptr;
+  p.fwd.lse = nullptr;
+  if (p.fwd.batch == 0 || p.fwd.tokens == 0 || p.fwd.heads == 0) return ffi::Error::Success();
+  switch (t) {
+    case ffi::DataType::F16:
+      return detail::launch_backward_class<cute::half_t, Launch, JAX_NATTEN_FUSED_HEAD_DIM_CLASSES>(launch, p);
+    case ffi::DataType::BF16:
+      return detail::launch_backward_class<cute::bfloat16_t, Launch, JAX_NATTEN_FUSED_HEAD_DIM_CLASSES>(launch, p);
+    default:
+      return ffi::Error::InvalidArgument("fused backward: float16 or bfloat16 inputs");
+  }
+}
+
+template <typename Binding>
+auto BackwardBinding(Binding bind) {
+  return NeighborhoodAttrs(std::move(bind).template Arg<ffi::AnyBuffer>()  // query
+                               .template Arg<ffi::AnyBuffer>()         // key
+                               .template Arg<ffi::AnyBuffer>()         // value
+                               .template Arg<ffi::AnyBuffer>()         // rpb (empty: none)
+                               .template Arg<ffi::AnyBuffer>()         // d_out
+                               .template Arg<ffi::AnyBuffer>()         // lse
+                               .template Arg<ffi::AnyBuffer>())        // delta
+      .template Attr<Ints>("q_tile")
+      .template Attr<Ints>("kv_tile")
+      .template Attr<float>("scale")
+      .template Ret<ffi::AnyBuffer>()   // d_query
+      .template Ret<ffi::AnyBuffer>()   // d_key
+      .template Ret<ffi::AnyBuffer>();  // d_value
 }
 
 }  // namespace jax_natten::fused

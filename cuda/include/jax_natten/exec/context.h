@@ -13,6 +13,7 @@
 //   void ctx.sync_threads()               __syncthreads(): a CTA barrier that orders shared memory
 //   T    ctx.shfl_xor(T value, int mask)  __shfl_xor_sync(0xffffffff, value, mask), 4-byte T, the
 //                                         whole warp must call it
+//   void ctx.atomic_add(float* gmem, float value)  atomicAdd on global memory (result unused: RED)
 //   void ctx.cp_async_16(void* smem, const void* gmem)  cp.async.cg 16 bytes global -> shared
 //   void ctx.cp_async_commit()            cp.async.commit_group
 //   void ctx.template cp_async_wait<N>()  cp.async.wait_group N: all but this lane's N newest

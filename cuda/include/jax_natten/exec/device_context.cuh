@@ -27,6 +27,8 @@ struct DeviceContext {
     return __shfl_xor_sync(0xffffffffu, value, mask);
   }
 
+  __device__ __forceinline__ void atomic_add(float* gmem, float value) const { atomicAdd(gmem, value); }
+
   __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) const {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     const auto dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));

@@ -118,6 +118,21 @@ struct HostContext {
     return result;
   }
 
+  // A compare-and-swap loop on the float's bits: a real atomic, so that ThreadSanitizer sees the
+  // lanes' (and, were CTAs ever run concurrently, the CTAs') additions as synchronized.
+  void atomic_add(float* gmem, float value) const {
+    auto* word = reinterpret_cast<uint32_t*>(gmem);
+    uint32_t expected = __atomic_load_n(word, __ATOMIC_RELAXED);
+    for (;;) {
+      float sum;
+      std::memcpy(&sum, &expected, 4);
+      sum += value;
+      uint32_t desired;
+      std::memcpy(&desired, &sum, 4);
+      if (__atomic_compare_exchange_n(word, &expected, desired, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+    }
+  }
+
   void cp_async_16(void* smem, const void* gmem) const { t_cta->copies(t_lane).copies.push_back({smem, gmem}); }
   void cp_async_commit() const {
     LaneCopies& lane = t_cta->copies(t_lane);

@@ -10,6 +10,7 @@
 
 #include "jax_natten/exec/device_context.cuh"
 #include "jax_natten/exec/device_launch.cuh"
+#include "jax_natten/fused/backward.h"
 #include "jax_natten/fused/kernel.h"
 #include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
@@ -35,6 +36,35 @@ xla::ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedPara
   const exec::Dim3 grid = launch_grid(padded);
   forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
   return LastCudaError("fused forward");
+}
+
+template <class K>
+__global__ void __launch_bounds__(K::kThreads) backward_kernel(BackwardParams p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  K::run(exec::DeviceContext{}, *reinterpret_cast<typename K::Shared*>(smem), p);
+}
+
+template <class Elem, int kHeadDim>
+xla::ffi::Error launch_backward(const exec::DeviceLaunch& launch, const BackwardParams& p) {
+  if constexpr (kBackwardBuilt<Elem, kHeadDim>) {
+    using K = BackwardKernel<BackwardConfig<Elem, kHeadDim>>;
+    constexpr int kBytes = sizeof(typename K::Shared);
+    if (cudaError_t e = cudaFuncSetAttribute(backward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+        e != cudaSuccess) {
+      return xla::ffi::Error::Internal(std::string("fused backward: ") + cudaGetErrorString(e));
+    }
+    const size_t d_query_bytes = sizeof(float) * p.fwd.batch * p.fwd.tokens * p.fwd.heads * p.fwd.dim;
+    if (cudaError_t e = cudaMemsetAsync(p.d_query, 0, d_query_bytes, launch.stream); e != cudaSuccess) {  // added to
+      return xla::ffi::Error::Internal(std::string("fused backward: ") + cudaGetErrorString(e));
+    }
+    BackwardParams padded = p;
+    padded.fwd = pad_axes(p.fwd);
+    const exec::Dim3 grid = backward_launch_grid(padded.fwd);
+    backward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
+    return LastCudaError("fused backward");
+  } else {
+    return xla::ffi::Error::InvalidArgument("fused backward: float16 / bfloat16 with head dims up to 128 only");
+  }
 }
 
 }  // namespace jax_natten::fused

@@ -20,11 +20,20 @@ template <class Elem, int kHeadDim>
 xla::ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedParams& p);  // launch.cuh
 template <class Elem, int kHeadDim>
 xla::ffi::Error launch_forward(const exec::HostLaunch& launch, const FusedParams& p);  // host_launch.h
+// The backward of the same instantiation on p (p.fwd not yet through pad_axes); an error for
+// those that have no backward (backward.h: kBackwardBuilt).
+template <class Elem, int kHeadDim>
+xla::ffi::Error launch_backward(const exec::DeviceLaunch& launch, const BackwardParams& p);  // launch.cuh
+template <class Elem, int kHeadDim>
+xla::ffi::Error launch_backward(const exec::HostLaunch& launch, const BackwardParams& p);  // host_launch.h
 
 }  // namespace fused
 }  // namespace jax_natten
 
-// One explicit instantiation of launch_forward on the platform `Launch` (the generated units).
-#define JAX_NATTEN_FUSED_INSTANTIATE(Launch, Elem, kHeadDim)                              \
-  template xla::ffi::Error jax_natten::fused::launch_forward<Elem, kHeadDim>(const Launch&, \
-                                                                             const jax_natten::fused::FusedParams&);
+// One explicit instantiation of launch_forward and launch_backward on the platform `Launch` (the
+// generated units).
+#define JAX_NATTEN_FUSED_INSTANTIATE(Launch, Elem, kHeadDim)                                                    \
+  template xla::ffi::Error jax_natten::fused::launch_forward<Elem, kHeadDim>(const Launch&,                       \
+                                                                             const jax_natten::fused::FusedParams&); \
+  template xla::ffi::Error jax_natten::fused::launch_backward<Elem, kHeadDim>(                                     \
+      const Launch&, const jax_natten::fused::BackwardParams&);

@@ -1,4 +1,4 @@
-// The only thing that crosses from the fused FFI handler into the fused forward kernel.
+// The only thing that crosses from the fused FFI handlers into the fused forward and backward kernels.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +30,20 @@ struct FusedParams {
   const void* rpb;  // [heads, prod(2 k_a - 1)] or null; only for stride 1, not causal
   void* out;
   float* lse;
+};
+
+// The backward's inputs and outputs next to the forward's (whose out and lse it does not use):
+// d_out [batch, tokens, heads, dim_v] in the input dtype, lse and delta [batch, tokens, heads]
+// float32, d_query [batch, tokens, heads, dim] float32 (zeroed by the caller, added to),
+// d_key / d_value like key / value.
+struct BackwardParams {
+  FusedParams fwd;
+  const void* d_out;
+  const float* lse;
+  const float* delta;
+  float* d_query;
+  void* d_key;
+  void* d_value;
 };
 
 }  // namespace jax_natten::fused

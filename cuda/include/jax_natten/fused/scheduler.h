@@ -43,6 +43,19 @@ JAX_NATTEN_HOST_DEVICE int64_t count_q_tiles(const FusedParams& p) {
   return n;
 }
 
+// KV tiles along one axis per dilation group (sized for the longest group).
+JAX_NATTEN_HOST_DEVICE int kv_tiles_per_group(const AxisParams& p, int kv_tile) {
+  return ceil_div(ceil_div(p.length, p.dilation), kv_tile);
+}
+
+// KV tiles per (batch, KV head): the backward grid's x extent (backward.h) (over the params' own axes, as
+// count_q_tiles).
+JAX_NATTEN_HOST_DEVICE int64_t count_kv_tiles(const FusedParams& p) {
+  int64_t n = 1;
+  for (int a = 0; a < p.grid.rank; ++a) n *= int64_t(p.grid.axis[a].dilation) * kv_tiles_per_group(p.grid.axis[a], p.kv_tile[a]);
+  return n;
+}
+
 // One axis of a CTA's work: its dilation group, its queries [u0, u0 + nq) and the union of their
 // windows [kv_first, kv_end), visited as kv_tiles tiles.
 struct AxisTile {
