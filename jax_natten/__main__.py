@@ -1,9 +1,9 @@
-"""Command line: `python -m jax_natten bench|sweep|models|neighborhood|plan [options]` (see `--help`)."""
+"""Command line: `python -m jax_natten bench|sweep|models|neighborhood|plan|tune [options]` (see `--help`)."""
 
 import argparse
 import sys
 
-from jax_natten import bench, bench_models, draw, fused_plan
+from jax_natten import bench, bench_models, draw, fused_plan, tune
 
 
 def main(argv=None):
@@ -24,9 +24,12 @@ def main(argv=None):
     fused_plan.add_arguments(commands.add_parser(
         "plan", help="dry run of the fused forward kernel: tiles, grid, tile efficiency, smem/registers (no GPU)",
         description=fused_plan.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    tune.add_arguments(commands.add_parser(
+        "tune", help="time the fused forward's tile boxes on this device and cache the fastest for the fused backend",
+        description=tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     mains = {"bench": bench.main, "sweep": bench.sweep_main, "models": bench_models.main, "neighborhood": draw.main,
-             "plan": fused_plan.main}
+             "plan": fused_plan.main, "tune": tune.main}
     mains[args.command](args)
 
 

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -107,6 +108,7 @@ class FusedPlan:
     smem_bytes: int
     registers: int | None           # per thread, from the static gate table (None: not built)
     spill_bytes: int | None
+    source: str = "planned"         # "planned" (the efficiency rule), or "tuned on <date>" (tune_cache)
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -128,52 +130,109 @@ def _static_entry(dtype: str, head_class: int):
                  and e.get("arch") == "sm_90a"), None)
 
 
-@functools.lru_cache(maxsize=256)
-def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *, batch: int = 1,
-         heads: int = 1, dtype: str = "bfloat16", q_tile=None, kv_tile=None, platform: str = "CUDA") -> FusedPlan:
-    """What the fused forward does for `[batch, *spatial_shape, heads, head_dim]` inputs with the
-    tile shape built for the XLA `platform` (`tile_rows`); the tile boxes are the most efficient
-    ones unless given."""
-    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+def _check(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int, dtype: str) -> int:
+    """The head-dim class of the problem, after checking that the fused kernel takes it."""
     head_class = head_dim_class(head_dim, head_dim_v)
     if head_class is None:
         raise ValueError(f"head_dim {head_dim} / head_dim_v {head_dim_v}: the fused kernel takes at most 256")
-    rank = len(spatial_shape)
-    if nbhd.rank != rank:
-        raise ValueError(f"spatial_shape has {rank} axes, the neighborhood {nbhd.rank}")
+    if nbhd.rank != len(spatial_shape):
+        raise ValueError(f"spatial_shape has {len(spatial_shape)} axes, the neighborhood {nbhd.rank}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype}: the fused kernel takes {', '.join(DTYPES)}")
+    return head_class
+
+
+@functools.lru_cache(maxsize=256)
+def _ranked(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int, batch: int, heads: int, dtype: str,
+            q_tile, kv_tile, platform: str) -> tuple[FusedPlan, ...]:
+    """The plans of every (Q box, KV box) pair (only the given box where one is), most efficient
+    first (ties: fewer KV tiles visited, then the larger boxes)."""
+    head_class = _check(spatial_shape, nbhd, head_dim, head_dim_v, dtype)
+    rank = len(spatial_shape)
     q_rows, kv_rows = tile_rows(head_class, dtype, platform)
-    spatial_shape = tuple(spatial_shape)
     q_choices = [tuple(q_tile)] if q_tile is not None else list(_boxes(rank, q_rows))
     kv_choices = [tuple(kv_tile)] if kv_tile is not None else list(_boxes(rank, kv_rows))
     for name, boxes, rows in (("q_tile", q_choices, q_rows), ("kv_tile", kv_choices, kv_rows)):
         if any(len(b) != rank or math.prod(b) != rows for b in boxes):
             raise ValueError(f"{name}: {rank} per-axis extents with product {rows}")
+    entry = _static_entry(dtype, head_class)
 
-    def tilings(q_box, kv_box):
-        return [axis_tiling(length, *params, tq, tk)
+    def plan_of(q_box, kv_box):
+        axes = [axis_tiling(length, *params, tq, tk)
                 for length, params, tq, tk in zip(spatial_shape, nbhd.axes(), q_box, kv_box)]
-
-    def efficiency(axes):
-        return math.prod(a.attended for a in axes) / math.prod(a.computed for a in axes)
+        ctas = math.prod(a.ctas for a in axes)
+        kv_sum = math.prod(a.kv_tiles for a in axes)
+        return FusedPlan(
+            q_tile=q_box, kv_tile=kv_box, head_dim_class=head_class,
+            grid=(math.prod(a.launched for a in axes), heads, min(batch, 65535)),
+            ctas_with_work=ctas, kv_tiles_mean=kv_sum / ctas, kv_tiles_max=math.prod(a.kv_tiles_max for a in axes),
+            tile_efficiency=math.prod(a.attended for a in axes) / math.prod(a.computed for a in axes),
+            fast_path_fraction=math.prod(a.unmasked for a in axes) / kv_sum,
+            smem_bytes=(q_rows + 2 * STAGES * kv_rows) * head_class * ELEMENT_BYTES[dtype] + KEY_TABLE_BYTES * kv_rows,
+            registers=None if entry is None else entry["registers"],
+            spill_bytes=None if entry is None else entry["spill_bytes"])
 
     # Per axis the choices are independent except for the products: search the pairs of boxes.
-    best = max(((efficiency(tilings(qb, kb)), -math.prod(a.kv_tiles for a in tilings(qb, kb)), qb, kb)
-                for qb in q_choices for kb in kv_choices))
-    _, _, q_box, kv_box = best
-    axes = tilings(q_box, kv_box)
-    ctas = math.prod(a.ctas for a in axes)
-    kv_sum = math.prod(a.kv_tiles for a in axes)
-    entry = _static_entry(dtype, head_class)
-    return FusedPlan(
-        q_tile=q_box, kv_tile=kv_box, head_dim_class=head_class,
-        grid=(math.prod(a.launched for a in axes), heads, min(batch, 65535)),
-        ctas_with_work=ctas, kv_tiles_mean=kv_sum / ctas, kv_tiles_max=math.prod(a.kv_tiles_max for a in axes),
-        tile_efficiency=efficiency(axes), fast_path_fraction=math.prod(a.unmasked for a in axes) / kv_sum,
-        smem_bytes=(q_rows + 2 * STAGES * kv_rows) * head_class * ELEMENT_BYTES[dtype] + KEY_TABLE_BYTES * kv_rows,
-        registers=None if entry is None else entry["registers"],
-        spill_bytes=None if entry is None else entry["spill_bytes"])
+    plans = [plan_of(qb, kb) for qb in q_choices for kb in kv_choices]
+    return tuple(sorted(plans, key=lambda p: (p.tile_efficiency, -round(p.ctas_with_work * p.kv_tiles_mean), p.q_tile,
+                                              p.kv_tile), reverse=True))
+
+
+def candidates(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *, batch: int = 1,
+               heads: int = 1, dtype: str = "bfloat16", platform: str = "CUDA") -> tuple[FusedPlan, ...]:
+    """The plans of every pair of tile boxes the kernel takes for the problem, most efficient first
+    (the first is the planner's choice): what `python -m jax_natten tune` times."""
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    return _ranked(tuple(spatial_shape), nbhd, head_dim, head_dim_v, batch, heads, dtype, None, None, platform)
+
+
+def tune_key(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *,
+             dtype: str = "bfloat16", group: int = 1, platform: str = "CUDA") -> str | None:
+    """The tuning cache's key of the problem on the first device of `platform` (None: JAX has no
+    such device)."""
+    from jax_natten import tune_cache
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    device = tune_cache.device_for(platform)
+    if device is None:
+        return None
+    rows = tile_rows(_check(spatial_shape, nbhd, head_dim, head_dim_v, dtype), dtype, platform)
+    return tune_cache.signature(device, rows, spatial_shape, nbhd, head_dim, head_dim_v, dtype, group)
+
+
+def plan(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int | None = None, *, batch: int = 1,
+         heads: int = 1, dtype: str = "bfloat16", group: int = 1, q_tile=None, kv_tile=None,
+         platform: str = "CUDA") -> FusedPlan:
+    """What the fused forward does for `[batch, *spatial_shape, heads, head_dim]` inputs (GQA:
+    `group` query heads per KV head) with the tile shape built for the XLA `platform`
+    (`tile_rows`). The tile boxes are those given, else the tuning cache's for the problem on this
+    device (`tune_cache`; `source` says "tuned on <date>"), else the most efficient ones ("planned")."""
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
+    spatial_shape = tuple(spatial_shape)
+    if q_tile is None and kv_tile is None:
+        tuned = _tuned(spatial_shape, nbhd, head_dim, head_dim_v, batch, heads, dtype, group, platform)
+        if tuned is not None:
+            return tuned
+    q_tile = None if q_tile is None else tuple(q_tile)
+    kv_tile = None if kv_tile is None else tuple(kv_tile)
+    return _ranked(spatial_shape, nbhd, head_dim, head_dim_v, batch, heads, dtype, q_tile, kv_tile, platform)[0]
+
+
+def _tuned(spatial_shape, nbhd, head_dim, head_dim_v, batch, heads, dtype, group, platform) -> FusedPlan | None:
+    """The plan of the tuning cache's tile boxes for the problem, or None (no entry, or reading disabled)."""
+    from jax_natten import tune_cache
+    if not tune_cache.reading_enabled():
+        return None
+    key = tune_key(spatial_shape, nbhd, head_dim, head_dim_v, dtype=dtype, group=group, platform=platform)
+    found = None if key is None else tune_cache.lookup(key)
+    if found is None:
+        return None
+    try:
+        chosen = _ranked(spatial_shape, nbhd, head_dim, head_dim_v, batch, heads, dtype, tuple(found["q_tile"]),
+                         tuple(found["kv_tile"]), platform)[0]
+    except (KeyError, TypeError, ValueError) as error:
+        warnings.warn(f"jax_natten: ignoring the tuning cache's entry for {key}: {error!r}", stacklevel=3)
+        return None
+    return dataclasses.replace(chosen, source=f"tuned on {found.get('date', 'an unknown date')}")
 
 
 def add_arguments(parser: argparse.ArgumentParser):
@@ -181,7 +240,15 @@ def add_arguments(parser: argparse.ArgumentParser):
     bench.add_problem_arguments(parser)
     parser.add_argument("--all", action="store_true", help="every standard problem of BENCHMARKS.md (the default "
                         "when no problem option is given)")
+    parser.add_argument("--backend", choices=("fused", "fused-emulated"), default="fused",
+                        help="whose compiled tile shape and tuning cache entries to plan with (default fused)")
     parser.add_argument("--json", type=pathlib.Path, help="write the plans to this JSON file")
+
+
+def backend_platform(name: str) -> str:
+    """The XLA platform of the fused backend `name`'s FFI targets ("CUDA" or "cpu")."""
+    from jax_natten import backends
+    return {b.name: b for b in backends.BACKENDS}[name].gemm.kernels.shards.platform
 
 
 def format_plan(name: str, p: FusedPlan) -> str:
@@ -191,28 +258,34 @@ def format_plan(name: str, p: FusedPlan) -> str:
             f"{p.head_dim_class}, grid {p.grid[0]}x{p.grid[1]}x{p.grid[2]} ({p.ctas_with_work} Q tiles with work per "
             f"batch and head), KV tiles per Q tile {p.kv_tiles_mean:.1f} mean / {p.kv_tiles_max} max, tile efficiency "
             f"{p.tile_efficiency:.3f}, unmasked KV tiles {p.fast_path_fraction:.3f}, smem {p.smem_bytes // 1024} KiB/CTA "
-            f"({THREADS_PER_Q_ROW * math.prod(p.q_tile)} threads), {registers}")
+            f"({THREADS_PER_Q_ROW * math.prod(p.q_tile)} threads), {registers}; tiles {p.source}")
 
 
-def main(args):
-    from jax_natten import bench, checks
+def problems_from_args(args, command: str):
+    """The problems of `plan` and `tune`: every standard problem with --all or no problem option,
+    else the one the options describe (`bench.problem_from_args`)."""
+    from jax_natten import bench
     chosen = [f for f in ("problem", "size", "kernel_size", "stride", "dilation", "causal", "batch", "heads",
                           "heads_kv", "head_dim", "dtype") if getattr(args, f) is not None]
     if args.all or not chosen:
         # --all: the standard problems as defined, or all in another dtype; other options would
         # contradict their definitions.
         if set(chosen) - {"dtype"}:
-            raise SystemExit(f"plan --all takes no problem options but --dtype (got {', '.join(chosen)})")
-        problems = [dataclasses.replace(problem, dtype=args.dtype or problem.dtype)
-                    for problem in bench.STANDARD_PROBLEMS.values()]
-    else:
-        problems = [bench.problem_from_args(args)]
+            raise SystemExit(f"{command} --all takes no problem options but --dtype (got {', '.join(chosen)})")
+        return [dataclasses.replace(problem, dtype=args.dtype or problem.dtype)
+                for problem in bench.STANDARD_PROBLEMS.values()]
+    return [bench.problem_from_args(args)]
+
+
+def main(args):
+    from jax_natten import checks
     plans = {}
-    for problem in problems:
+    for problem in problems_from_args(args, "plan"):
         nbhd = checks.neighborhood(problem.spatial, problem.kernel_size, problem.stride, problem.dilation,
                                    problem.is_causal)
         plans[problem.name] = plan(problem.spatial, nbhd, problem.head_dim, batch=problem.batch,
-                                   heads=problem.heads, dtype=problem.dtype)
+                                   heads=problem.heads, dtype=problem.dtype, group=problem.heads // problem.heads_kv,
+                                   platform=backend_platform(args.backend))
         print(format_plan(problem.name, plans[problem.name]))
     if args.json:
         args.json.write_text(json.dumps({n: p.as_dict() for n, p in plans.items()}, indent=1) + "\n")

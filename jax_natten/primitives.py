@@ -265,6 +265,9 @@ class FfiShards:
 
     variant: str
     platform: str = "CUDA"
+    # The fused forward's (Q box, KV box), or None: `fused_plan.plan`'s (the tuning cache's choice
+    # for the problem, else the most efficient). `python -m jax_natten tune` times candidates so.
+    tiles: tuple | None = None
 
     def __post_init__(self):
         if self.platform not in ("CUDA", "cpu"):
@@ -301,9 +304,11 @@ class FfiShards:
                           scale=np.float32(scale))
 
     def fused_forward(self, query, key, value, rpb, nbhd: Neighborhood, scale):
-        # The handler takes its tile boxes from the planner (`fused_plan.plan`).
+        # The handler takes its tile boxes from the planner (`fused_plan.plan`), which checks given ones.
         spatial = query.shape[-nbhd.rank - 2:-2]
+        q_tile, kv_tile = (None, None) if self.tiles is None else self.tiles
         tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name,
+                                group=query.shape[-2] // key.shape[-2], q_tile=q_tile, kv_tile=kv_tile,
                                 platform=self.platform)
         if rpb is None:
             rpb = jnp.zeros((0,), query.dtype)

@@ -14,6 +14,7 @@ jax.vjp; other inputs take the gemm backend's (PN/NN/IN kernels; for "fused-emul
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -22,6 +23,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jax_natten import cuda, fused_plan
 from jax_natten.backends import extra_kv
+from jax_natten.backends.unfused import UnfusedBackend
+from jax_natten.primitives import Operators
 
 TF32_NOTE = "float32 on the tensor cores as split TF32 (3 TF32 MMAs per product): float32 accuracy"
 
@@ -124,8 +127,23 @@ class FusedBackend:
             return "rpb with stride > 1 or causal axes: NATTEN defines the bias for stride 1, non-causal only"
         return self.gemm.unsupported(request)
 
+    def with_tiles(self, q_tile, kv_tile):
+        """This backend with the fused forward's tile boxes fixed (the tuner's candidates)."""
+        shards = dataclasses.replace(self.gemm.kernels.shards, tiles=(tuple(q_tile), tuple(kv_tile)))
+        gemm = UnfusedBackend(self.gemm.name, Operators(shards), self.gemm.head_dim_multiple, self.gemm.explicit_only)
+        return FusedBackend(gemm, self.name, self.explicit_only)
+
+    def tiles(self, request):
+        """The fused forward's plan for the request (`fused_plan.plan`: tuned or planned tiles)."""
+        return fused_plan.plan(request.spatial_shape, request.nbhd, request.head_dim, request.head_dim_v,
+                               heads=request.heads, dtype=request.dtype, group=request.heads // request.heads_kv,
+                               platform=self.gemm.kernels.shards.platform)
+
     def describe(self, request):
-        return f"{self.note}; {TF32_NOTE}" if request.dtype == "float32" else self.note
+        p = self.tiles(request)
+        tiles = f"Q tile {'x'.join(map(str, p.q_tile))}, KV tile {'x'.join(map(str, p.kv_tile))} ({p.source})"
+        notes = (tiles, self.note) + ((TF32_NOTE,) if request.dtype == "float32" else ())
+        return "; ".join(notes)
 
     def qk(self, query, key, nbhd, rpb=None):
         raise NotImplementedError("the fused backend computes attention only; qk runs on an unfused backend")
