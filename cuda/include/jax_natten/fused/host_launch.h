@@ -5,6 +5,7 @@
 #pragma once
 
 #include "jax_natten/exec/host_launch.h"
+#include "jax_natten/ffi_util.h"
 #include "jax_natten/fused/kernel.h"
 #include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
@@ -14,7 +15,7 @@ namespace jax_natten::fused {
 template <class Elem, int kHeadDim>
 xla::ffi::Error launch_forward(const exec::HostLaunch& launch, const FusedParams& p) {
   const FusedParams padded = pad_axes(p);
-  return launch.run<ForwardKernel<ForwardConfig<Elem, kHeadDim>>>(launch_grid(padded), "fused forward", padded);
+  return ToError(launch.run<ForwardKernel<ForwardConfig<Elem, kHeadDim>>>(launch_grid(padded), "fused forward", padded));
 }
 
 }  // namespace jax_natten::fused

@@ -10,6 +10,7 @@
 
 #include "jax_natten/exec/device_context.cuh"
 #include "jax_natten/exec/device_launch.cuh"
+#include "jax_natten/ffi_util.h"
 #include "jax_natten/fused/kernel.h"
 #include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
@@ -34,7 +35,7 @@ xla::ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedPara
   const FusedParams padded = pad_axes(p);
   const exec::Dim3 grid = launch_grid(padded);
   forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
-  return LastCudaError("fused forward");
+  return ToError(LastCudaError("fused forward"));
 }
 
 }  // namespace jax_natten::fused
