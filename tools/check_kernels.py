@@ -2,12 +2,14 @@
 instruction classes of every kernel in the SASS, checked against the budgets in `BUDGETS`.
 
     python tools/check_kernels.py [--build DIR] [--archs "80-real;90a-real"] [--fused-head-dims 64]
+                                  [--unfused minimal|all]
                                   [--built DIR | --binary FILE ...] [--ptxas-log BUILD_OUTPUT]
                                   [--markdown FILE] [--json FILE] [--compare OLD.json]
 
 By default it builds the kernels library (`jax_natten_kernels`: cuda/ffi/*.cu and the generated
 instantiation units; the fused forward for the given head-dim classes, by default one, which
-compiles every template) with CMake in DIR (build/kernel-gate) for the given architectures with
+compiles every template, and the unfused kernels' minimal set, each template in one dtype pair,
+as CI builds them) with CMake in DIR (build/kernel-gate) for the given architectures with
 `-Xptxas -v`, reads ptxas' spill report from the build output, then the resources and SASS of
 every kernel from the objects with cuobjdump and nvdisasm (the nvidia-cuda-cuobjdump and
 nvidia-cuda-nvdisasm wheels, or a CUDA toolkit). `--built DIR` inspects the kernel objects of an
@@ -98,12 +100,12 @@ def run(command, **kwargs):
     return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs).stdout
 
 
-def build(build_dir: pathlib.Path, archs: str, fused_head_dims: str) -> str:
+def build(build_dir: pathlib.Path, archs: str, fused_head_dims: str, unfused: str) -> str:
     """Builds the kernels library with ptxas' verbose report; returns the build's output."""
     nanobind_dir = run([sys.executable, "-m", "nanobind", "--cmake_dir"]).strip()
     configure = ["cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
                  "-DJAX_NATTEN_CUDA=ON", f"-DJAX_NATTEN_CUDA_ARCHS={archs}", "-DCMAKE_CUDA_FLAGS=-Xptxas=-v",
-                 f"-DJAX_NATTEN_FUSED_HEAD_DIMS={fused_head_dims}",
+                 f"-DJAX_NATTEN_FUSED_HEAD_DIMS={fused_head_dims}", f"-DJAX_NATTEN_CUDA_UNFUSED={unfused}",
                  f"-DPython_EXECUTABLE={sys.executable}", f"-Dnanobind_DIR={nanobind_dir}"]
     run(configure)
     # Rebuild from scratch: ptxas reports only for what it compiles.
@@ -310,6 +312,8 @@ def main(argv=None):
     parser.add_argument("--archs", default="80-real;90a-real", help="CUDA architectures (CMake syntax)")
     parser.add_argument("--fused-head-dims", default="64",
                         help="head-dim classes of the fused forward to build (CMake list; one compiles every template)")
+    parser.add_argument("--unfused", choices=("minimal", "all"), default="minimal",
+                        help="unfused kernels to build (CMake's JAX_NATTEN_CUDA_UNFUSED; minimal compiles every template)")
     parser.add_argument("--built", type=pathlib.Path,
                         help="inspect the kernel objects of this existing CMake build directory instead of building")
     parser.add_argument("--binary", type=pathlib.Path, action="append",
@@ -326,7 +330,7 @@ def main(argv=None):
         binaries = args.binary or kernel_objects(args.built)
         spill_log = ptxas_spills(args.ptxas_log.read_text(errors="replace")) if args.ptxas_log else None
     else:
-        spill_log = ptxas_spills(build(args.build, args.archs, args.fused_head_dims))
+        spill_log = ptxas_spills(build(args.build, args.archs, args.fused_head_dims, args.unfused))
         binaries = kernel_objects(args.build)
     rows = gate(binaries, spill_log)
     if not rows:

@@ -34,7 +34,7 @@ ffi::Error WindowBoundsImpl(cudaStream_t stream, int64_t length, int64_t kernel_
   int blocks = static_cast<int>((length + kThreads - 1) / kThreads);
   window_bounds_kernel<<<blocks, kThreads, 0, stream>>>(
       p, reinterpret_cast<int4*>(bounds->typed_data()));
-  return LastCudaError("window_bounds");
+  return ToError(LastCudaError("window_bounds"));
 }
 
 }  // namespace

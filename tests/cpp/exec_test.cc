@@ -18,6 +18,8 @@
 #include <cute/tensor.hpp>
 
 #include "jax_natten/exec/host_grid.h"
+#include "jax_natten/exec/host_ldsm.h"
+#include "jax_natten/exec/host_mma.h"
 
 namespace ex = jax_natten::exec;
 using namespace cute;

@@ -25,7 +25,11 @@
 #include "jax_natten/gemm/pn.cuh"
 #include "jax_natten/naive_kernels.cuh"
 
-// The kernels are instantiated in this unit (no generated extern-template list is included).
+// The kernels are instantiated in this unit (no generated extern-template list is included), so
+// every instantiation counts as built.
+template <class K, class Launch, class Operands>
+inline constexpr bool jax_natten::kBuilt<jax_natten::Instance<K, Launch, Operands>> = true;
+
 namespace na = jax_natten;
 namespace ffi = xla::ffi;
 using na::Gemm;

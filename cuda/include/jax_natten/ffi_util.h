@@ -1,17 +1,30 @@
 // Helpers shared by the FFI handlers (host code only, CUDA and host emulation): reading the token
-// layout and the neighborhood attributes.
+// layout and the neighborhood attributes, and the ffi::Error of a launch.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <utility>
 
+#include "jax_natten/exec/launch_result.h"
 #include "jax_natten/neighborhood.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jax_natten {
 
 namespace ffi = xla::ffi;
+
+inline ffi::Error ToError(const exec::LaunchResult& result) {
+  switch (result.kind) {
+    case exec::LaunchResult::Kind::kLaunched:
+      return ffi::Error::Success();
+    case exec::LaunchResult::Kind::kInvalidArgument:
+      return ffi::Error::InvalidArgument(result.message);
+    case exec::LaunchResult::Kind::kPlatformError:
+      break;
+  }
+  return ffi::Error::Internal(result.message);
+}
 
 // A [*batch, *spatial, heads, dim] buffer; every axis before the spatial ones counts as batch,
 // which is how vmapped axes fold into the batch.

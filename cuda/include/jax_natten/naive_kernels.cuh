@@ -5,7 +5,7 @@
 // Each kernel is a struct (exec/context.h): run(ctx, smem, args...) is its body, written against
 // an execution context so that it runs on the GPU (the __global__ entries at the end) and in the
 // host emulation (cuda/emu/); grid(p, &blocks) is its launch grid. Config is the block size
-// (BlockConfig; the built one is CMakeLists.txt's UNFUSED_CONFIGS).
+// (BlockConfig; the built one is CMakeLists.txt's UNFUSED_IMPLEMENTATIONS).
 #pragma once
 
 #include <cstdint>

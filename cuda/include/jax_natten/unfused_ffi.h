@@ -6,11 +6,11 @@
 // cuda/emu/unfused.cc), with Impl = Naive or Gemm and launch an exec::DeviceLaunch or
 // exec::HostLaunch.
 //
-// The kernels are only declared here: each instantiation Instance<kernel, Launch, operands> is
-// compiled in a generated unit of its own, listed in CMakeLists.txt (UNFUSED_IMPLEMENTATIONS),
-// and the handlers' unit sees the list as `extern template` declarations
-// (jax_natten/unfused_instances.h, generated), so that it compiles no kernel code and an
-// instantiation the list lacks does not compile.
+// The kernels are only declared (unfused_instance.h): each instantiation Instance<kernel, Launch,
+// operands> is compiled in a generated unit of its own, listed in CMakeLists.txt
+// (jax_natten_unfused_instantiations), and the handlers' unit sees the built ones as `extern
+// template` declarations and kBuilt<Instance> (jax_natten/unfused_instances.h, generated), so
+// that it compiles no kernel code and a dtype pair not built returns an error.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -20,72 +20,14 @@
 #include <string>
 #include <utility>
 
-#include "jax_natten/exec/context.h"
 #include "jax_natten/ffi_util.h"
 #include "jax_natten/params.h"
+#include "jax_natten/unfused_instance.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jax_natten {
 
 using Ints = ffi::Span<const int64_t>;
-
-// The kernels and configurations the dispatch names (naive_kernels.cuh, gemm/config.h and
-// gemm/pn.cuh, nn.cuh, in.cuh define them).
-namespace naive {
-template <int kThreads>
-struct BlockConfig;
-template <typename TW, typename T, class Config>
-struct Pn;
-template <typename TW, typename T, class Config>
-struct Nn;
-template <typename TW, typename T, class Config>
-struct In;
-}  // namespace naive
-namespace gemm {
-template <int kTileM, int kTileN, int kTileK, int kWarpsM, int kWarpsN>
-struct TileConfig;
-template <typename TW, typename T, class Config>
-struct Pn;
-template <typename TW, typename T, class Config>
-struct Nn;
-template <typename TW, typename T, class Config>
-struct In;
-}  // namespace gemm
-
-// An implementation of the three operators: its kernel templates and the configuration they are
-// built with (the one in CMakeLists.txt's UNFUSED_IMPLEMENTATIONS; a second configuration of an
-// implementation needs a rule here that chooses between them).
-template <template <typename, typename, class> class PnKernel, template <typename, typename, class> class NnKernel,
-          template <typename, typename, class> class InKernel, class Configuration>
-struct Implementation {
-  using Config = Configuration;
-  template <typename TW, typename T>
-  using Pn = PnKernel<TW, T, Config>;
-  template <typename TW, typename T>
-  using Nn = NnKernel<TW, T, Config>;
-  template <typename TW, typename T>
-  using In = InKernel<TW, T, Config>;
-};
-using Naive = Implementation<naive::Pn, naive::Nn, naive::In, naive::BlockConfig<256>>;
-using Gemm = Implementation<gemm::Pn, gemm::Nn, gemm::In, gemm::TileConfig<64, 64, 32, 2, 2>>;
-
-// The launch of kernel K on a Launch with the pointer operands A... (params.h): K's grid (and
-// its checks of p), then Launch::run. Defined here, instantiated only in the generated units.
-template <class K, class Launch, class Operands>
-struct Instance;
-template <class K, class Launch, class... A>
-struct Instance<K, Launch, Operands<A...>> {
-  static ffi::Error run(const Launch& launch, const UnfusedParams& p, A... operands);
-};
-template <class K, class Launch, class... A>
-ffi::Error Instance<K, Launch, Operands<A...>>::run(const Launch& launch, const UnfusedParams& p, A... operands) {
-  exec::Dim3 blocks;
-  if (const std::string why = K::grid(p, &blocks); !why.empty()) {
-    return ffi::Error::InvalidArgument(std::string(K::kName) + ": " + why);
-  }
-  if (blocks.x == 0 || blocks.y == 0) return ffi::Error::Success();  // an empty output launches nothing
-  return launch.template run<K>(blocks, K::kName, p, operands...);
-}
 
 template <typename T>
 struct TypeTag {
@@ -110,6 +52,18 @@ ffi::Error DispatchDtypes(ffi::DataType t, ffi::DataType tw, F&& f) {
                          : f(TypeTag<__nv_bfloat16>{}, TypeTag<__nv_bfloat16>{});
     default:
       return ffi::Error::InvalidArgument("unsupported dtype: the CUDA kernels take float32, float16 and bfloat16");
+  }
+}
+
+// Runs the instantiation I, or returns an error if the extension was built without it
+// (CMake's JAX_NATTEN_CUDA_UNFUSED=minimal builds one dtype pair per kernel).
+template <class I, class Launch, class... A>
+ffi::Error RunBuilt(const Launch& launch, const UnfusedParams& p, A... operands) {
+  if constexpr (kBuilt<I>) {
+    return ToError(I::run(launch, p, operands...));
+  } else {
+    return ffi::Error::InvalidArgument("this dtype pair of the kernel is not built in this extension "
+                                       "(JAX_NATTEN_CUDA_UNFUSED=minimal)");
   }
 }
 
@@ -209,7 +163,7 @@ ffi::Error PnHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBuffer 
   return DispatchDtypes(query.element_type(), out->element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Instance<typename Impl::template Pn<TW, T>, Launch, PnOperands<TW, T>>::run(
+    return RunBuilt<Instance<typename Impl::template Pn<TW, T>, Launch, PnOperands<TW, T>>>(
         launch, p, static_cast<const T*>(query.untyped_data()), static_cast<const T*>(key.untyped_data()),
         static_cast<const T*>(rpb.untyped_data()), static_cast<TW*>(out->untyped_data()));
   });
@@ -225,7 +179,7 @@ ffi::Error NnHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffe
   return DispatchDtypes(value.element_type(), weights.element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Instance<typename Impl::template Nn<TW, T>, Launch, NnOperands<TW, T>>::run(
+    return RunBuilt<Instance<typename Impl::template Nn<TW, T>, Launch, NnOperands<TW, T>>>(
         launch, p, static_cast<const TW*>(weights.untyped_data()), static_cast<const T*>(value.untyped_data()),
         static_cast<T*>(out->untyped_data()));
   });
@@ -241,7 +195,7 @@ ffi::Error InHandler(const Launch& launch, ffi::AnyBuffer weights, ffi::AnyBuffe
   return DispatchDtypes(values.element_type(), weights.element_type(), [&](auto tw, auto t) {
     using TW = typename decltype(tw)::type;
     using T = typename decltype(t)::type;
-    return Instance<typename Impl::template In<TW, T>, Launch, InOperands<TW, T>>::run(
+    return RunBuilt<Instance<typename Impl::template In<TW, T>, Launch, InOperands<TW, T>>>(
         launch, p, static_cast<const TW*>(weights.untyped_data()), static_cast<const T*>(values.untyped_data()),
         static_cast<T*>(out->untyped_data()));
   });

@@ -10,15 +10,15 @@
 #include <string>
 
 #include "jax_natten/exec/device_context.cuh"
-#include "xla/ffi/api/ffi.h"
+#include "jax_natten/exec/launch_result.h"
 
 namespace jax_natten {
 
-// The error of the launch just made on this thread, as an ffi::Error naming `what`.
-inline xla::ffi::Error LastCudaError(const char* what) {
+// The outcome of the launch just made on this thread, its error naming `what`.
+inline exec::LaunchResult LastCudaError(const char* what) {
   const cudaError_t status = cudaGetLastError();
-  if (status == cudaSuccess) return xla::ffi::Error::Success();
-  return xla::ffi::Error::Internal(std::string(what) + ": " + cudaGetErrorString(status));
+  if (status == cudaSuccess) return {};
+  return {exec::LaunchResult::Kind::kPlatformError, std::string(what) + ": " + cudaGetErrorString(status)};
 }
 
 namespace exec {
@@ -27,7 +27,7 @@ struct DeviceLaunch {
   cudaStream_t stream;
 
   template <class K, class... Args>
-  xla::ffi::Error run(Dim3 grid, const char* what, Args... args) const {
+  LaunchResult run(Dim3 grid, const char* what, Args... args) const {
     DeviceEntry<K>::kernel<<<dim3(grid.x, grid.y, grid.z), K::kThreads, 0, stream>>>(args...);
     return LastCudaError(what);
   }

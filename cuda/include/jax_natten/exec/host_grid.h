@@ -9,7 +9,9 @@
 //   run_blocks<K>(lanes, grid, blocks, args...)  only the CTAs listed in `blocks`
 //
 // A second template argument replaces HostContext by another context (tests use contexts that
-// break one thing on purpose, to show that the checks catch it).
+// break one thing on purpose, to show that the checks catch it). The emulated MMA and ldmatrix
+// atoms (host_mma.h, host_ldsm.h; CuTe) come with the kernel headers that name them, so that a
+// unit of kernels without tensor cores (the naive ones) parses no CuTe.
 #pragma once
 
 #include <cstdlib>
@@ -20,8 +22,6 @@
 
 #include "jax_natten/exec/fiber_cta.h"
 #include "jax_natten/exec/host_context.h"
-#include "jax_natten/exec/host_ldsm.h"
-#include "jax_natten/exec/host_mma.h"
 #include "jax_natten/exec/shadow_smem.h"
 #include "jax_natten/exec/thread_cta.h"
 

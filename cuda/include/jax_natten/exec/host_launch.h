@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "jax_natten/exec/host_grid.h"
-#include "xla/ffi/api/ffi.h"
+#include "jax_natten/exec/launch_result.h"
 
 namespace jax_natten::exec {
 
@@ -21,9 +21,9 @@ struct HostLaunch {
   }
 
   template <class K, class... Args>
-  xla::ffi::Error run(Dim3 grid, const char*, Args... args) const {
+  LaunchResult run(Dim3 grid, const char*, Args... args) const {
     run_grid<K>(lanes, grid, args...);
-    return xla::ffi::Error::Success();
+    return {};
   }
 };
 

@@ -8,6 +8,7 @@
 
 #include "jax_natten/exec/host_launch.h"
 #include "jax_natten/fused/backward.h"
+#include "jax_natten/ffi_util.h"
 #include "jax_natten/fused/kernel.h"
 #include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
@@ -17,7 +18,7 @@ namespace jax_natten::fused {
 template <class Elem, int kHeadDim>
 xla::ffi::Error launch_forward(const exec::HostLaunch& launch, const FusedParams& p) {
   const FusedParams padded = pad_axes(p);
-  return launch.run<ForwardKernel<ForwardConfig<Elem, kHeadDim>>>(launch_grid(padded), "fused forward", padded);
+  return ToError(launch.run<ForwardKernel<ForwardConfig<Elem, kHeadDim>>>(launch_grid(padded), "fused forward", padded));
 }
 
 template <class Elem, int kHeadDim>
@@ -26,8 +27,8 @@ xla::ffi::Error launch_backward(const exec::HostLaunch& launch, const BackwardPa
     std::memset(p.d_query, 0, sizeof(float) * p.fwd.batch * p.fwd.tokens * p.fwd.heads * p.fwd.dim);  // added to
     BackwardParams padded = p;
     padded.fwd = pad_axes(p.fwd);
-    return launch.run<BackwardKernel<BackwardConfig<Elem, kHeadDim>>>(backward_launch_grid(padded.fwd), "fused backward",
-                                                                      padded);
+    return ToError(launch.run<BackwardKernel<BackwardConfig<Elem, kHeadDim>>>(backward_launch_grid(padded.fwd),
+                                                                              "fused backward", padded));
   } else {
     return xla::ffi::Error::InvalidArgument("fused backward: float16 / bfloat16 with head dims up to 128 only");
   }

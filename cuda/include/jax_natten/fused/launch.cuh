@@ -11,6 +11,7 @@
 #include "jax_natten/exec/device_context.cuh"
 #include "jax_natten/exec/device_launch.cuh"
 #include "jax_natten/fused/backward.h"
+#include "jax_natten/ffi_util.h"
 #include "jax_natten/fused/kernel.h"
 #include "jax_natten/fused/launch.h"
 #include "jax_natten/fused/params.h"
@@ -35,7 +36,7 @@ xla::ffi::Error launch_forward(const exec::DeviceLaunch& launch, const FusedPara
   const FusedParams padded = pad_axes(p);
   const exec::Dim3 grid = launch_grid(padded);
   forward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
-  return LastCudaError("fused forward");
+  return ToError(LastCudaError("fused forward"));
 }
 
 template <class K>
@@ -61,7 +62,7 @@ xla::ffi::Error launch_backward(const exec::DeviceLaunch& launch, const Backward
     padded.fwd = pad_axes(p.fwd);
     const exec::Dim3 grid = backward_launch_grid(padded.fwd);
     backward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
-    return LastCudaError("fused backward");
+    return ToError(LastCudaError("fused backward"));
   } else {
     return xla::ffi::Error::InvalidArgument("fused backward: float16 / bfloat16 with head dims up to 128 only");
   }

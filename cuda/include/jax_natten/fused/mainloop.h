@@ -25,6 +25,10 @@
 #include "jax_natten/fused/scheduler.h"
 #include "jax_natten/fused/softmax.h"
 #include "jax_natten/tf32.h"
+#if !defined(__CUDACC__)
+#include "jax_natten/exec/host_ldsm.h"  // HostContext's ldsm_op and mma_op, which the atoms below name
+#include "jax_natten/exec/host_mma.h"   // in the emulation
+#endif
 
 namespace jax_natten::fused {
 

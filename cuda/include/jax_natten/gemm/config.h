@@ -6,7 +6,7 @@
 //   NN: M = queries,  N = head_dim_v per CTA,     K = union keys per step;
 //   IN: M = keys,     N = head_dim per CTA,       K = union queries per step.
 // The kernels (pn.cuh, nn.cuh, in.cuh) take the configuration as a template argument; which ones
-// are built is CMakeLists.txt's list of instantiations (UNFUSED_CONFIGS).
+// are built is CMakeLists.txt's list of instantiations (UNFUSED_IMPLEMENTATIONS).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -16,6 +16,9 @@
 #include <cute/tensor.hpp>
 
 #include "jax_natten/neighborhood.h"
+#if !defined(__CUDACC__)
+#include "jax_natten/exec/host_mma.h"  // HostContext's mma_op, which Config's tiled MMA names in the emulation
+#endif
 
 namespace jax_natten::gemm {
 
