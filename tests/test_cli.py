@@ -3,6 +3,7 @@ the effective-FLOP counting, on tiny problems."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -169,3 +170,36 @@ def test_bench_records_out_of_memory_and_times_the_rest(monkeypatch, tmp_path):
     [record] = bench_module.json_records(problem, records, baselines, "bench")
     assert record["baseline"] is None and record["baseline_ms"] is None and "failure" not in record
     assert set(record) == RECORD_KEYS
+
+
+def test_bench_times_unchecked_when_the_float64_reference_does_not_fit(monkeypatch, capsys):
+    """1d-long forward+backward's float64 reference asks an H200 for 32 GiB at once: the backends
+    are still timed, their error is left unchecked, and stderr says why."""
+    import jax
+    from jax_natten import bench as bench_module
+
+    real_neighborhood_fn = bench_module._neighborhood_fn
+
+    def neighborhood_fn(problem, backend):
+        if backend != "reference":
+            return real_neighborhood_fn(problem, backend)
+
+        def fn(*args):
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 32.02GiB")
+        return fn
+
+    monkeypatch.setattr(bench_module, "_neighborhood_fn", neighborhood_fn)
+    problem = bench_module.Problem("tiny", 1, (16,), 1, 4, (3,), dtype="float32")
+    records, _ = bench_module.run(problem, ["blocked"], ["fwd"], warmup=1, reps=1, baseline=False)
+    assert records[0].ms > 0 and records[0].max_rel_err is None
+    assert "float64 reference does not fit" in capsys.readouterr().err
+
+
+def test_bench_problem_keeps_its_name_when_options_repeat_its_values():
+    from jax_natten import bench as bench_module
+    parser = argparse.ArgumentParser()
+    bench_module.add_arguments(parser)
+    named = bench_module.problem_from_args(parser.parse_args(["--problem", "2d-large", "--dtype", "bfloat16"]))
+    assert named == bench_module.STANDARD_PROBLEMS["2d-large"]
+    changed = bench_module.problem_from_args(parser.parse_args(["--problem", "2d-large", "--dtype", "float16"]))
+    assert changed.name == "2d-large-custom" and changed.dtype == "float16"
