@@ -90,12 +90,23 @@ fused_test() {
     "$repo/tests/test_fused_cuda.py" 2>&1 | tee "$out/fused_tests.log" | tail -15)
 }
 
-# compute-sanitizer over a short fused sweep: memcheck (out-of-bounds gathers at tile edges),
+# compute-sanitizer over the fused kernels: memcheck (out-of-bounds gathers at tile edges),
 # racecheck (shared-memory hazards: the K/V stage barriers), synccheck (barriers in divergent code).
+# The probe (one fused forward and backward, float16 and bfloat16) first, under each tool in parallel.
 fused_sanitize() {
-  local tool
+  local tool dtype
   for tool in memcheck racecheck synccheck; do
-    (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    for dtype in float16 bfloat16; do
+      (cd /tmp && timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 python3 "$repo/benchmarks/sanitizer_probe.py" \
+        --backend fused --attention --grad --dtype $dtype >"$out/fused-sanitize-probe-$tool-$dtype.log" 2>&1
+       echo "compute-sanitizer $tool, fused probe $dtype: exit $? $(grep -m1 'ERROR SUMMARY' "$out/fused-sanitize-probe-$tool-$dtype.log")" \
+         | tee -a "$out/summary.txt") &
+    done
+  done
+  wait
+  [ -n "${JAX_NATTEN_FUSED_SANITIZE_PYTEST:-}" ] || return 0
+  for tool in memcheck racecheck synccheck; do
+    (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 \
       python3 -m pytest -q -x -p no:cacheprovider "$repo/tests/test_fused_cuda.py" -k "sweep and bfloat16" \
       >"$out/fused_sanitizer_$tool.log" 2>&1
      echo "compute-sanitizer $tool (fused) exit $?" | tee -a "$out/summary.txt"; tail -5 "$out/fused_sanitizer_$tool.log")

@@ -391,8 +391,8 @@ def main(args):
 
 def paper_sweep():
     """The documented sweep for comparing our backends with each other (the seed paper's
-    GEMM-over-naive and fused-over-naive figures): 1-D and 2-D problems, kernel sizes 3 to 63,
-    dilation 1 to 8, several resolutions and batch/head counts, head_dim 64."""
+    GEMM-over-naive and fused-over-naive figures): 1-D, 2-D and 3-D problems, kernel sizes 3 to
+    63, dilation 1 to 8, several resolutions and batch/head counts, head_dim 64."""
     problems = []
     # 1-D problems are larger than 2-D ones: below ~64K query rows, both backends' times are
     # dominated by the fixed cost of a call (launches, the softmax in XLA), not by the kernels.
@@ -406,6 +406,12 @@ def paper_sweep():
             for d in (1, 2, 4):
                 if k * d <= side:
                     problems.append(Problem(f"2d-{side}-k{k}-d{d}", batch, (side, side), heads, 64, (k, k), dilation=(d, d)))
+    for depth, side, batch, heads in ((8, 32, 2, 4), (16, 32, 1, 8)):
+        for k in (3, 5, 7):
+            for d in (1, 2):
+                if k * d <= depth:
+                    problems.append(Problem(f"3d-{depth}x{side}x{side}-k{k}-d{d}", batch, (depth, side, side), heads, 64,
+                                            (k, k, k), dilation=(d, d, d)))
     return problems
 
 
@@ -454,7 +460,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("--backends", default="reference,naive", help="comma-separated; the last is the baseline")
     parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--passes", default="fwd,fwd+bwd")
-    parser.add_argument("--rank", type=int, choices=(1, 2), help="only this rank")
+    parser.add_argument("--rank", type=int, choices=(1, 2, 3), help="only this rank")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", type=pathlib.Path, help="write the records here (and a .md table)")

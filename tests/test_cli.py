@@ -203,3 +203,12 @@ def test_bench_problem_keeps_its_name_when_options_repeat_its_values():
     assert named == bench_module.STANDARD_PROBLEMS["2d-large"]
     changed = bench_module.problem_from_args(parser.parse_args(["--problem", "2d-large", "--dtype", "float16"]))
     assert changed.name == "2d-large-custom" and changed.dtype == "float16"
+
+
+def test_paper_sweep_covers_every_rank_with_valid_problems():
+    from jax_natten import bench as bench_module
+    problems = bench_module.paper_sweep()
+    assert {p.rank for p in problems} == {1, 2, 3}
+    assert len({p.name for p in problems}) == len(problems)
+    for p in problems:
+        assert all(k * d <= n for k, d, n in zip(p.kernel_size, p.dilation, p.spatial)), p.name
