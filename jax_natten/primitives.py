@@ -303,13 +303,18 @@ class FfiShards:
         return self._call(self.target("in"), in_result(values, heads_kv), nbhd, weights, values,
                           scale=np.float32(scale))
 
-    def fused_forward(self, query, key, value, rpb, nbhd: Neighborhood, scale):
-        # The handler takes its tile boxes from the planner (`fused_plan.plan`), which checks given ones.
+    def tile_plan(self, query, key, value, nbhd: Neighborhood) -> fused_plan.FusedPlan:
+        """The fused kernels' tile boxes for one shard's inputs: those fixed here, else the tuning
+        cache's for the problem (its key has the GQA group), else the planner's (`fused_plan.plan`,
+        which checks given ones). The forward and the backward take the same."""
         spatial = query.shape[-nbhd.rank - 2:-2]
         q_tile, kv_tile = (None, None) if self.tiles is None else self.tiles
-        tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name,
-                                group=query.shape[-2] // key.shape[-2], q_tile=q_tile, kv_tile=kv_tile,
-                                platform=self.platform)
+        return fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name,
+                               group=query.shape[-2] // key.shape[-2], q_tile=q_tile, kv_tile=kv_tile,
+                               platform=self.platform)
+
+    def fused_forward(self, query, key, value, rpb, nbhd: Neighborhood, scale):
+        tiles = self.tile_plan(query, key, value, nbhd)
         if rpb is None:
             rpb = jnp.zeros((0,), query.dtype)
         return self._call(FUSED_FORWARD_TARGET, fused_forward_result(query, value), nbhd, query, key, value, rpb,
@@ -318,9 +323,7 @@ class FfiShards:
 
     def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale):
         # The forward's tile boxes (the backward's KV tiles have the Q tile's rows).
-        spatial = query.shape[-nbhd.rank - 2:-2]
-        tiles = fused_plan.plan(spatial, nbhd, query.shape[-1], value.shape[-1], dtype=jnp.dtype(query.dtype).name,
-                                platform=self.platform)
+        tiles = self.tile_plan(query, key, value, nbhd)
         return self._call(FUSED_BACKWARD_TARGET, fused_backward_result(query, key, value), nbhd, query, key, value,
                           jnp.zeros((0,), query.dtype), d_out, lse, delta, scale=np.float32(scale),
                           q_tile=np.asarray(tiles.q_tile, np.int64), kv_tile=np.asarray(tiles.kv_tile, np.int64))

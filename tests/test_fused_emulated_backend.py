@@ -113,7 +113,35 @@ def test_fused_emulated_is_explicit_and_explains_why_not():
             jn.na1d(jnp.zeros(q.shape, dtype), jnp.zeros(q.shape, dtype), jnp.zeros(q.shape, dtype), kernel_size=3,
                     backend=BACKEND)
     backend = {b.name: b for b in backends.BACKENDS}[BACKEND]
-    assert backend.gemm.name == "gemm-emulated" and "gemm-emulated operators" in backend.note
+    assert backend.gemm.name == "gemm-emulated"
+
+
+@pytest.mark.parametrize("dtype, rpb, backward", [
+    (jnp.bfloat16, False, "backward: the fused backward kernel"),
+    (jnp.float16, False, "backward: the fused backward kernel"),
+    (jnp.float32, False, "backward: gemm-emulated operators (PN/NN/IN), recomputing the attention from the inputs, "
+                         "for dtype float32 (the fused backward covers"),
+    (jnp.bfloat16, True, "backward: gemm-emulated operators (PN/NN/IN), recomputing the attention from the inputs, "
+                         "for rpb (the fused backward covers"),
+], ids=["bf16", "f16", "f32-gemm", "rpb-gemm"])
+def test_explain_says_which_backward_the_gradient_runs(dtype, rpb, backward):
+    q = jax.ShapeDtypeStruct((1, 12, 12, 4, 64), dtype)
+    kv = jax.ShapeDtypeStruct((1, 12, 12, 2, 64), dtype)
+    bias = jax.ShapeDtypeStruct((4, 9, 9), dtype) if rpb else None
+    explanation = jn.explain(q, kv, kv, kernel_size=5, rpb=bias)
+    note = explanation.backend_notes[BACKEND]
+    assert backward in note
+    # str() prints it under the backend, which runs only when named here.
+    lines = str(explanation).splitlines()
+    at = lines.index(f"  {BACKEND}: cannot run: runs only when named (backend={BACKEND!r})")
+    assert lines[at + 1] == f"    note: {note}"
+    # The gradient takes the backward the note names: the fused backward's FFI target, or none.
+    args = [jnp.zeros(x.shape, x.dtype) for x in (q, kv, kv)]
+    rpb_arg = jnp.zeros(bias.shape, bias.dtype) if rpb else None
+    grad = jax.grad(lambda q: jnp.sum(jn.na2d(q, *args[1:], kernel_size=5, rpb=rpb_arg,
+                                              backend=BACKEND).astype(jnp.float32)))
+    text = jax.jit(grad).lower(args[0]).as_text()
+    assert ("jax_natten_na_fused_backward" in text) == ("fused backward kernel" in backward)
 
 
 def _fused_call(q, k, v, rpb=None, q_tile=(64,), kv_tile=(64,), lse_dtype=jnp.float32, kernel_size=(3,)):

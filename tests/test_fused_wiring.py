@@ -7,6 +7,7 @@ shards. (test_sharding.py shards it; the real FFI call is tested on the GPU.)"""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +81,20 @@ def test_unsupported_reasons():
     request = backends.Request("attention", "cpu", "bfloat16", (9, 11), 4, 2, 64, 64, NBHD)
     reason = backend.unsupported(request)  # the CUDA layer's: no extension, or JAX is not on a GPU
     assert "not installed" in reason or "not on a CUDA GPU" in reason
-    # explain() prints this note under the fused backend wherever it can run (a GPU).
-    assert "gemm" in backend.note
+    # explain() prints the backward under the fused backend wherever it can run (a GPU).
+    assert backend.backward(request) == ("backward: the fused backward kernel (it covers float16/bfloat16, "
+                                         "head dim <= 128, no rpb)")
+    for changes, why in ((dict(head_dim=256, head_dim_v=64), "head dim 256"), (dict(head_dim_v=136), "head dim 136"),
+                         (dict(dtype="float32", has_rpb=True), "dtype float32, rpb")):
+        assert backend.backward(dataclasses.replace(request, **changes)) == (
+            f"backward: gemm operators (PN/NN/IN), recomputing the attention from the inputs, for {why} "
+            "(the fused backward covers float16/bfloat16, head dim <= 128, no rpb)")
     assert "TF32" in backend.describe(dataclasses.replace(request, dtype="float32")) and "TF32" not in backend.describe(request)
+
+
+def test_docs_state_the_backward_rule():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    for document in ("README.md", "docs/semantics.md"):
+        text = " ".join((root / document).read_text().split())
+        assert "fused backward kernel for float16/bfloat16, head dim" in text or fused.FUSED_BACKWARD_COVERS in text, \
+            document

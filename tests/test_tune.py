@@ -109,6 +109,39 @@ def test_invalid_entry_falls_back_with_a_warning(cache_dir):
         assert fused_plan.plan(SPATIAL, NBHD, 64, dtype="float32", platform="cpu").source == "planned"
 
 
+def _call_tiles(text, target):
+    """The (q_tile, kv_tile) attributes of the custom call to `target` in lowered StableHLO."""
+    (config,) = re.findall(rf"custom_call @{target}\(.*?mhlo.backend_config = \{{(.*?)\}}", text)
+    # MLIR prints a box of equal extents as a splat: `dense<8>`.
+    found = [re.search(rf"\b{name} = dense<\[?([0-9, ]+)\]?>", config)[1].split(",") for name in ("q_tile", "kv_tile")]
+    return tuple(tuple(int(e) for e in (box if len(box) == 2 else box * 2)) for box in found)
+
+
+def test_fused_backward_takes_the_forward_tiles(cache_dir):
+    """GQA in bfloat16 (the fused backward's case): the backward's tiles are the forward's, planned,
+    tuned for the problem (the cache key has the group), and fixed by the tuner."""
+    require_emulation()
+    q = jnp.zeros((1, *SPATIAL, 4, 64), jnp.bfloat16)
+    kv = jnp.zeros((1, *SPATIAL, 2, 64), jnp.bfloat16)
+    backend = {b.name: b for b in backends.BACKENDS}["fused-emulated"]
+
+    def lowered(backend):
+        grad = jax.grad(lambda *xs: jnp.sum(backend.attention(*xs, NBHD, 0.125)[0].astype(jnp.float32)),
+                        argnums=(0, 1, 2))
+        text = jax.jit(grad).lower(q, kv, kv).as_text()
+        return _call_tiles(text, "jax_natten_na_fused_forward"), _call_tiles(text, "jax_natten_na_fused_backward")
+
+    ranked = fused_plan.candidates(SPATIAL, NBHD, 64, dtype="bfloat16", platform="cpu")
+    planned, other = ranked[0], ranked[1]
+    assert (planned.q_tile, planned.kv_tile) != (other.q_tile, other.kv_tile)
+    assert lowered(backend) == ((planned.q_tile, planned.kv_tile),) * 2
+    key = fused_plan.tune_key(SPATIAL, NBHD, 64, dtype="bfloat16", group=2, platform="cpu")
+    tune_cache.store({key: tune_cache.entry(other.q_tile, other.kv_tile, 1.0, "fwd", "t", 1, 2, 5)})
+    assert lowered(backend) == ((other.q_tile, other.kv_tile),) * 2
+    fixed = ranked[2]
+    assert lowered(backend.with_tiles(fixed.q_tile, fixed.kv_tile)) == ((fixed.q_tile, fixed.kv_tile),) * 2
+
+
 def test_backend_passes_cached_tiles_to_the_kernel(cache_dir):
     require_emulation()
     other = _other_choice()
@@ -119,9 +152,7 @@ def test_backend_passes_cached_tiles_to_the_kernel(cache_dir):
 
     def lowered_tiles():
         text = jax.jit(lambda *xs: backend.attention(*xs, NBHD, 0.125)[0]).lower(q, k, v).as_text()
-        # MLIR prints a box of equal extents as a splat: `dense<8>`.
-        found = [re.search(rf"{name} = dense<\[?([0-9, ]+)\]?>", text)[1].split(",") for name in ("q_tile", "kv_tile")]
-        return tuple(tuple(int(e) for e in (box if len(box) == 2 else box * 2)) for box in found)
+        return _call_tiles(text, "jax_natten_na_fused_forward")
 
     planned = fused_plan.plan(SPATIAL, NBHD, 64, dtype="float32", platform="cpu")
     planned_text = lowered_tiles()

@@ -160,8 +160,8 @@ def choose(request: Request, backend: str | None = None):
 class Explanation:
     """Which backend `backend=None` picks for a call, why each other one was passed over, and
     notes on how the chosen code runs (PTX JIT-compiled for a GPU the extension has no SASS for),
-    and what the backends that can run say of their work (the blocked backend's tiles, the fused
-    backend's gradient)."""
+    and what the backends that can run (if only when named) say of their work (the blocked
+    backend's tiles, the fused backend's tiles and which backward its gradient runs)."""
 
     chosen: str
     reasons: dict
@@ -172,7 +172,7 @@ class Explanation:
         lines = [f"chosen backend: {self.chosen}"]
         for name, reason in self.reasons.items():
             lines.append(f"  {name}: {'can run' if reason is None else 'cannot run: ' + reason}")
-            if reason is None and name in self.backend_notes:
+            if name in self.backend_notes:
                 lines.append(f"    note: {self.backend_notes[name]}")
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
@@ -181,7 +181,8 @@ class Explanation:
 def explain_request(request: Request) -> Explanation:
     reasons = {b.name: automatic_reason(b, request) for b in BACKENDS}
     jit_note = cuda.jit_note(request.platform)
-    backend_notes = {b.name: b.describe(request) if hasattr(b, "describe") else getattr(b, "note", None)
-                     for b in BACKENDS if reasons[b.name] is None}
-    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,),
-                       {name: note for name, note in backend_notes.items() if note})
+    # Also the explicit-only backends that would run when named: the emulated fused backend says
+    # which backward its gradient takes on the CPU as the fused one does on the GPU.
+    backend_notes = {b.name: b.describe(request) for b in BACKENDS
+                     if hasattr(b, "describe") and b.unsupported(request) is None}
+    return Explanation(choose(request).name, reasons, () if jit_note is None else (jit_note,), backend_notes)

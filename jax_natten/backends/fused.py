@@ -60,11 +60,26 @@ def _attention_fwd(gemm, nbhd, scale, *inputs):
     return primal, (residuals, window)
 
 
+FUSED_BACKWARD_COVERS = "float16/bfloat16, head dim <= 128, no rpb"
+
+
+def fused_backward_reason(dtype: str, head_dim: int, head_dim_v: int, has_rpb: bool) -> str | None:
+    """Why the fused backward kernel (fused/backward.h: 16-bit, head-dim classes up to 128, no
+    bias) does not take these inputs, or None: the one rule for the gradient and for `explain`."""
+    why = []
+    if dtype not in ("float16", "bfloat16"):
+        why.append(f"dtype {dtype}")
+    head_class = fused_plan.head_dim_class(head_dim, head_dim_v)
+    if head_class is None or head_class > 128:
+        why.append(f"head dim {max(head_dim, head_dim_v)}")
+    if has_rpb:
+        why.append("rpb")
+    return ", ".join(why) or None
+
+
 def fused_backward_runs(query, value, rpb) -> bool:
-    """Whether the fused backward kernel takes these inputs (fused/backward.h: 16-bit, head-dim
-    classes up to 128, no bias); the others take the gemm operators' gradient."""
-    return (rpb is None and query.dtype in (jnp.float16, jnp.bfloat16)
-            and (fused_plan.head_dim_class(query.shape[-1], value.shape[-1]) or 256) <= 128)
+    """Whether the fused backward kernel takes these inputs; the others take the gemm operators' gradient."""
+    return fused_backward_reason(jnp.dtype(query.dtype).name, query.shape[-1], value.shape[-1], rpb is not None) is None
 
 
 def _attention_bwd(gemm, nbhd, scale, residuals, cotangents):
@@ -105,8 +120,6 @@ class FusedBackend:
         self.gemm = gemm
         self.name = name
         self.explicit_only = explicit_only
-        self.note = ("gradient from the fused backward kernel (float16/bfloat16, head dim <= 128, no rpb); "
-                     f"otherwise from the {gemm.name} operators (PN/NN/IN), recomputed from the inputs")
 
     def unsupported(self, request):
         if request.operator != "attention":
@@ -139,10 +152,18 @@ class FusedBackend:
                                heads=request.heads, dtype=request.dtype, group=request.heads // request.heads_kv,
                                platform=self.gemm.kernels.shards.platform)
 
+    def backward(self, request):
+        """Which backward the gradient of the request runs, and why."""
+        why = fused_backward_reason(request.dtype, request.head_dim, request.head_dim_v, request.has_rpb)
+        if why is None:
+            return f"backward: the fused backward kernel (it covers {FUSED_BACKWARD_COVERS})"
+        return (f"backward: {self.gemm.name} operators (PN/NN/IN), recomputing the attention from the inputs, "
+                f"for {why} (the fused backward covers {FUSED_BACKWARD_COVERS})")
+
     def describe(self, request):
         p = self.tiles(request)
         tiles = f"Q tile {'x'.join(map(str, p.q_tile))}, KV tile {'x'.join(map(str, p.kv_tile))} ({p.source})"
-        notes = (tiles, self.note) + ((TF32_NOTE,) if request.dtype == "float32" else ())
+        notes = (tiles, self.backward(request)) + ((TF32_NOTE,) if request.dtype == "float32" else ())
         return "; ".join(notes)
 
     def qk(self, query, key, nbhd, rpb=None):
