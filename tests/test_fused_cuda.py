@@ -96,7 +96,9 @@ def test_fused_is_default_on_cuda(gpu, dtype):
     q = jax.ShapeDtypeStruct((2, 16, 16, 4, 64), dtype)
     explanation = jax_natten.explain(q, q, q, kernel_size=7)
     assert explanation.chosen == "fused", str(explanation)
-    assert "gemm operators" in str(explanation)
+    fused_backward = "backward: the fused backward kernel" in str(explanation)
+    assert fused_backward == (dtype != "float32"), str(explanation)
+    assert ("backward: gemm operators" in str(explanation)) == (dtype == "float32"), str(explanation)
     assert ("split TF32" in str(explanation)) == (dtype == "float32")
 
 
