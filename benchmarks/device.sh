@@ -157,22 +157,26 @@ profile() {
   done
 }
 
-# The digits training run of examples/train_digits.py on the GPU (automatic backend choice).
+# The digits training run of examples/train_digits.py on the GPU (automatic backend choice, or
+# JAX_NATTEN_TRAIN_BACKEND, e.g. fused for [8/9]'s run).
 train() {
   local date device
   date=$(date +%F)
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
-  (cd /tmp && python3 "$repo/examples/train_digits.py" --json "$out/$date-$device-train-digits.json" \
-    --plot "$out/$date-$device-train-digits.png") 2>&1 | tail -14
+  local backend=${JAX_NATTEN_TRAIN_BACKEND:+--backend $JAX_NATTEN_TRAIN_BACKEND}
+  local name=train-digits${JAX_NATTEN_TRAIN_BACKEND:+-$JAX_NATTEN_TRAIN_BACKEND}
+  (cd /tmp && python3 "$repo/examples/train_digits.py" $backend --json "$out/$date-$device-$name.json" \
+    --plot "$out/$date-$device-$name.png") 2>&1 | tail -14
 }
 
-# Model-level throughput (the seed paper's Tables 5 to 8): 224x224, batch 128.
+# Model-level throughput (the seed paper's Tables 5 to 8): each model at its own resolution (224x224;
+# dinat_large_384 at 384x384), batch 128, every backend of [8/9] and dense attention in one run per model.
 models() {
   local date device
   date=$(date +%F)
   device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
-  (cd /tmp && python3 -m jax_natten models --models ${JAX_NATTEN_MODELS:-nat_mini,nat_tiny,dinat_tiny,dinat_small,dinat_base,dinat_large} \
-    --backends ${JAX_NATTEN_MODEL_BACKENDS:-gemm,naive,reference} --dtypes ${JAX_NATTEN_MODEL_DTYPES:-bfloat16,float32} --batch 128 --breakdown \
+  (cd /tmp && python3 -m jax_natten models --models ${JAX_NATTEN_MODELS:-nat_mini,nat_tiny,dinat_tiny,dinat_small,dinat_base,dinat_large,dinat_large_384} \
+    --backends ${JAX_NATTEN_MODEL_BACKENDS:-fused,gemm,blocked,naive,reference} --dtypes ${JAX_NATTEN_MODEL_DTYPES:-bfloat16,float32} --batch 128 --breakdown \
     --json "$out/$date-$device-models.json") 2>&1 | tail -60
 }
 
