@@ -146,18 +146,21 @@ def test_help():
         assert option in sub.stdout, option
 
 
+def out_of_memory(gib):
+    """A function that fails as XLA does when an allocation of `gib` GiB does not fit."""
+    import jax
+
+    def fn(*args):
+        raise jax.errors.JaxRuntimeError(f"RESOURCE_EXHAUSTED: Out of memory while trying to allocate {gib}GiB")
+    return fn
+
+
 def test_bench_records_out_of_memory_and_times_the_rest(monkeypatch, tmp_path):
     """Dense float32 attention on 1d-long asks an H200 for 256 GiB: the run goes on with the other
     backends, the table and records say "out of memory" and carry no ratio."""
-    import jax
     from jax_natten import bench as bench_module
 
-    def exhausted(implementation):
-        def fn(*args):
-            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 256.02GiB")
-        return fn
-
-    monkeypatch.setattr(bench_module, "_dense_fn", exhausted)
+    monkeypatch.setattr(bench_module, "_dense_fn", lambda implementation: out_of_memory(256.02))
     problem = bench_module.Problem("tiny", 1, (16,), 1, 4, (3,), dtype="float32")
     records, baselines = bench_module.run(problem, ["reference"], ["fwd"], warmup=1, reps=1, check=False)
     assert baselines["fwd"].failure == "out of memory" and math.isnan(baselines["fwd"].ms)
@@ -175,18 +178,12 @@ def test_bench_records_out_of_memory_and_times_the_rest(monkeypatch, tmp_path):
 def test_bench_times_unchecked_when_the_float64_reference_does_not_fit(monkeypatch, capsys):
     """1d-long forward+backward's float64 reference asks an H200 for 32 GiB at once: the backends
     are still timed, their error is left unchecked, and stderr says why."""
-    import jax
     from jax_natten import bench as bench_module
 
     real_neighborhood_fn = bench_module._neighborhood_fn
 
     def neighborhood_fn(problem, backend):
-        if backend != "reference":
-            return real_neighborhood_fn(problem, backend)
-
-        def fn(*args):
-            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 32.02GiB")
-        return fn
+        return out_of_memory(32.02) if backend == "reference" else real_neighborhood_fn(problem, backend)
 
     monkeypatch.setattr(bench_module, "_neighborhood_fn", neighborhood_fn)
     problem = bench_module.Problem("tiny", 1, (16,), 1, 4, (3,), dtype="float32")
