@@ -4,7 +4,9 @@ the GPU gate used by the CUDA tests and the NATTEN gate used by the conversion t
 
 from __future__ import annotations
 
+import math
 import os
+import re
 
 import jax
 import pytest
@@ -86,3 +88,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in CPP_TEST_FILES:
             item.add_marker(marker)
+
+
+def largest_hlo_array(hlo: str) -> int:
+    """Elements of the largest floating-point array that the HLO text `hlo` names (operands,
+    results and temporaries alike): the check that a compiled program holds no tensor of size
+    tokens x window."""
+    shapes = re.findall(r"\b(?:f16|bf16|f32|f64)\[([\d,]*)\]", hlo)
+    return max(math.prod(int(n) for n in dims.split(",") if n) for dims in shapes)

@@ -6,7 +6,6 @@ tensor and memory, and the tile plan that explain() reports."""
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 
@@ -17,6 +16,7 @@ import oracle
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from conftest import largest_hlo_array
 from jax.test_util import check_grads
 from test_gradients import GRAD_CONFIGS, attention_fn
 from test_reference_sweep import ATTENTION_CONFIGS, config_id
@@ -160,21 +160,16 @@ def test_batch_and_head_sharding(spec):
     assert forward(*sharded)[0].sharding.spec == spec
 
 
-def _largest_tensor(hlo):
-    sizes = [math.prod(int(n) for n in dims.split(",") if n) for dims in re.findall(r"f32\[([\d,]*)\]", hlo)]
-    return max(sizes)
-
-
 def test_no_tokens_by_window_tensor():
     """1-D 2048 tokens, k=255, 2 heads: tokens x window x heads floats (4 MiB) would be the
     largest tensor of an unblocked kernel; the compiled forward+backward holds none that large."""
     q, k, v = _problem(5, batch=1, spatial=(2048,), heads=2, heads_kv=2, dim=16)
     loss = jax.jit(jax.grad(lambda *a: jnp.sum(jax_natten.na1d(*a, 255, backend="blocked")), argnums=(0, 1, 2)))
     hlo = loss.lower(q, k, v).compile().as_text()
-    assert _largest_tensor(hlo) < 0.6 * 2048 * 255 * 2
+    assert largest_hlo_array(hlo) < 0.6 * 2048 * 255 * 2
     # The same check finds the reference backend's [tokens, window] tensors.
     ref = jax.jit(jax.grad(lambda *a: jnp.sum(jax_natten.na1d(*a, 255, backend="reference")), argnums=(0, 1, 2)))
-    assert _largest_tensor(ref.lower(q, k, v).compile().as_text()) >= 2048 * 255 * 2
+    assert largest_hlo_array(ref.lower(q, k, v).compile().as_text()) >= 2048 * 255 * 2
 
 
 def _memory_units(kernel_size):

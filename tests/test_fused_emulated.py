@@ -1,7 +1,8 @@
-"""The fused forward kernel's own source run on the CPU through the host emulation
+"""The fused forward and backward kernels' own source run on the CPU through the host emulation
 (cuda/include/jax_natten/exec/), against a float64 evaluation of the neighborhood rule, over
 random cases of every parameter class at small sizes, outputs poisoned; the smem race shadow and
-ThreadSanitizer over small sweeps; and mutants that these runs must catch."""
+ThreadSanitizer (the backward's dQ atomics emulated as atomics) over small sweeps of both; and
+mutants that these runs must catch."""
 
 from __future__ import annotations
 
@@ -42,47 +43,77 @@ def test_emulated_sweep_matches_float64():
 ONE_CLASS_DTYPES = {"float16", "float32"}
 
 
+BACKWARD_SUMMARY = r"^backward float16 head_dim class 64: (\d+) cases, 0 failed"
+
+
 def test_race_shadow_clean():
-    done = emu.run(emu.build(emu.SHADOW_FLAGS + emu.ONE_CLASS), 6, seed=2)
+    binary = emu.build(emu.SHADOW_FLAGS + emu.ONE_CLASS)
+    done = emu.run(binary, 6, seed=2)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "races" not in done.stderr
     assert {d for d, *_ in _summary(done.stdout)} == ONE_CLASS_DTYPES
+    done = emu.run(binary, 3, seed=2, backward=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "races" not in done.stderr and re.search(BACKWARD_SUMMARY, done.stdout, re.M)
 
 
 def test_thread_sanitizer_clean():
-    done = emu.run(emu.build(emu.TSAN_FLAGS + emu.ONE_CLASS, optimize="-O1"), 2, seed=3, lanes="threads")
+    binary = emu.build(emu.TSAN_FLAGS + emu.ONE_CLASS, optimize="-O1")
+    done = emu.run(binary, 2, seed=3, lanes="threads")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "ThreadSanitizer" not in done.stderr
     assert {d for d, *_ in _summary(done.stdout)} == ONE_CLASS_DTYPES
+    # One case on OS threads: the backward's CPU time varies 5x with the drawn shape; seed 4's
+    # (drawn with rng() % n only, the same everywhere) takes about 20 s under TSan.
+    done = emu.run(binary, 1, seed=4, lanes="threads", backward=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "ThreadSanitizer" not in done.stderr and re.search(BACKWARD_SUMMARY, done.stdout, re.M)
+
+
+def test_backward_matches_float64():
+    done = emu.run(emu.build(emu.ONE_CLASS), 30, seed=5, backward=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert int(re.search(BACKWARD_SUMMARY, done.stdout, re.M).group(1)) == 30
 
 
 # Not among them: the barrier before the next loads. The emulation lands a cp.async at its wait,
 # which here comes after the next iteration's barrier, so dropping that barrier is harmless
 # on the host; on the GPU a copy may land as soon as it is issued (compute-sanitizer racecheck
 # in benchmarks/device.sh covers it).
-MUTANTS = {
+MUTANTS = {  # name: (file, old, new, build, run the backward)
     # The barrier after the K/V loads: warps read K/V that other warps have not landed yet. The
     # reads are ldmatrix's, so this also shows that the shadow sees them.
     "dropped barrier after the loads": (
-        "fused/mainloop.h", "ctx.sync_threads();               // ... and every other thread's", "", "shadow"),
+        "fused/mainloop.h", "ctx.sync_threads();               // ... and every other thread's", "", "shadow", False),
     # Waiting for one group too few: KV tile j is still in flight when it is read.
     "missing cp.async wait": ("fused/mainloop.h", "ctx.template cp_async_wait<1>();", "ctx.template cp_async_wait<2>();",
-                              "plain"),
+                              "plain", False),
     # The KV box one key short: the last key of the union of the windows is never visited.
-    "off-by-one KV tile range": ("fused/scheduler.h", "at.kv_end = last.end;", "at.kv_end = last.end - 1;", "plain"),
+    "off-by-one KV tile range": ("fused/scheduler.h", "at.kv_end = last.end;", "at.kv_end = last.end - 1;", "plain", False),
     # ldmatrix hands each lane its neighbour's fragment: Q, K and V^T reach the wrong MMA lanes.
     "wrong ldmatrix fragment mapping": (
         "exec/host_ldsm.h", "return typename Traits::DstLayout{}(lane, bit);",
-        "return typename Traits::DstLayout{}(lane ^ 1, bit);", "plain"),
+        "return typename Traits::DstLayout{}(lane ^ 1, bit);", "plain", False),
+    # Backward: dQ = dS K read before every warp has written its part of dS to shared memory.
+    "backward: dropped barrier before dQ": (
+        "fused/backward.h", "ctx.sync_threads();  // dS is in shared memory", "", "shadow", True),
+    # Backward: dS = P dP, without the delta term (rowsum(dO * O) - dLSE).
+    "backward: wrong delta": (
+        "fused/backward.h", "dp_rc(r, c) = prob * (dp_rc(r, c) - delta);", "dp_rc(r, c) = prob * dp_rc(r, c);",
+        "plain", True),
+    # Backward: the inverse neighborhood one Q tile short along every axis.
+    "backward: Q tile missing from the inverse range": (
+        "fused/backward.h", "ceil_div(last.end, p.q_tile[a]) - at.q_tile_first : 0;",
+        "ceil_div(last.end, p.q_tile[a]) - at.q_tile_first - 1 : 0;", "plain", True),
 }
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_mutant_caught(name, tmp_path):
-    edit_file, old, new, mode = MUTANTS[name]
+    edit_file, old, new, mode, backward = MUTANTS[name]
     include = emu.mutate(edit_file, old, new, tmp_path)
     flags = emu.ONE_CLASS + (emu.SHADOW_FLAGS if mode == "shadow" else ())
-    done = emu.run(emu.build(flags, include=include), 6, seed=4)
+    done = emu.run(emu.build(flags, include=include), 6, seed=4, backward=backward)
     caught = done.returncode != 0 and ("FAILED" in done.stdout or "races" in done.stderr)
     assert caught, f"mutant {name!r} not caught:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
 

@@ -11,6 +11,11 @@
 //                                             float16 and float32 (the two MMA paths), head-dim
 //                                             class 64 only (quick builds for the sanitizer and
 //                                             mutant runs).
+//   fused_emu_test backward [cases [seed [threads]]]
+//                                             (one-class builds) the fused backward on float16
+//                                             cases without RPB, after the forward: dQ, dK, dV
+//                                             against float64, with an LSE cotangent; dK and dV
+//                                             poisoned, so a key that no CTA writes fails.
 #include <cute/tensor.hpp>
 
 #include <algorithm>
@@ -25,6 +30,7 @@
 #include <sys/mman.h>
 
 #include "jax_natten/exec/host_grid.h"
+#include "jax_natten/fused/backward.h"
 #include "jax_natten/fused/kernel.h"
 
 using namespace jax_natten;
@@ -88,6 +94,39 @@ float tolerance() {
 template <class E>
 double lse_tolerance() { return std::is_same_v<E, float> ? 1e-5 : 2e-2; }
 
+template <class E>
+std::vector<E> random_values(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<E> x(n);
+  for (auto& e : x) e = E(normal(rng));
+  return x;
+}
+
+// Float64 softmax of query row (b, x, h) over its window (rpb: null or [heads, rpb_window]):
+// probs[s] per window slot (0 where the slot has no key); returns the row's LSE.
+template <class E>
+double reference_probs(const FusedParams& p, const E* q, const E* k, const E* rpb, int rpb_window, int64_t b,
+                       int64_t x, int h, std::vector<double>& probs) {
+  const int hk = h / (p.heads / p.heads_kv);
+  const int64_t row = (b * p.tokens + x) * p.heads + h;
+  double max = -INFINITY;
+  for (size_t s = 0; s < probs.size(); ++s) {
+    const Neighbor n = neighbor(p.grid, x, s);
+    probs[s] = -INFINITY;
+    if (!n.valid) continue;
+    double dot = 0;
+    for (int e = 0; e < p.dim; ++e) {
+      dot += double(q[row * p.dim + e]) * double(k[((b * p.tokens + n.token) * p.heads_kv + hk) * p.dim + e]);
+    }
+    probs[s] = dot * p.scale + (rpb != nullptr ? double(rpb[h * rpb_window + n.bias_offset]) : 0.0);
+    max = std::max(max, probs[s]);
+  }
+  double sum = 0;
+  for (double& e : probs) sum += (e = std::exp(e - max));
+  for (double& e : probs) e /= sum;
+  return max + std::log(sum);
+}
+
 // Runs one case; returns the relative error of O (inf for a NaN) and sets *lse_error.
 template <class E, int kHeadDim>
 double run_case(const FusedParams& shape, bool use_rpb, std::mt19937& rng, Lanes lanes, double* lse_error) {
@@ -98,12 +137,7 @@ double run_case(const FusedParams& shape, bool use_rpb, std::mt19937& rng, Lanes
     window *= p.grid.axis[a].kernel_size;
     rpb_window *= 2 * p.grid.axis[a].kernel_size - 1;
   }
-  std::normal_distribution<float> normal;
-  auto random = [&](size_t n) {
-    std::vector<E> x(n);
-    for (auto& e : x) e = E(normal(rng));
-    return x;
-  };
+  auto random = [&](size_t n) { return random_values<E>(n, rng); };
   std::vector<E> q = random(p.batch * tokens * p.heads * p.dim), k = random(p.batch * tokens * p.heads_kv * p.dim),
                  v = random(p.batch * tokens * p.heads_kv * p.dim_v), rpb = random(p.heads * rpb_window);
   std::vector<E> out(p.batch * tokens * p.heads * p.dim_v, E(NAN));
@@ -119,33 +153,21 @@ double run_case(const FusedParams& shape, bool use_rpb, std::mt19937& rng, Lanes
 
   double err2 = 0, ref2 = 0;
   *lse_error = 0;
-  std::vector<double> logit(window);
+  std::vector<double> probs(window);
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t x = 0; x < tokens; ++x) {
       for (int h = 0; h < p.heads; ++h) {
         const int hk = h / (p.heads / p.heads_kv);
         const int64_t row = (b * tokens + x) * p.heads + h;
-        double max = -INFINITY;
-        for (int s = 0; s < window; ++s) {
-          const Neighbor n = neighbor(p.grid, x, s);
-          logit[s] = -INFINITY;
-          if (!n.valid) continue;
-          double dot = 0;
-          for (int e = 0; e < p.dim; ++e) {
-            dot += double(q[row * p.dim + e]) * double(k[((b * tokens + n.token) * p.heads_kv + hk) * p.dim + e]);
-          }
-          logit[s] = dot * p.scale + (use_rpb ? double(rpb[h * rpb_window + n.bias_offset]) : 0.0);
-          max = std::max(max, logit[s]);
-        }
-        double sum = 0;
-        for (int s = 0; s < window; ++s) sum += std::exp(logit[s] - max);
+        const double want_lse = reference_probs(p, q.data(), k.data(), use_rpb ? rpb.data() : nullptr, rpb_window, b, x,
+                                                h, probs);
         const double got_lse = lse[row];
-        *lse_error = std::max(*lse_error, std::isnan(got_lse) ? INFINITY : std::abs(max + std::log(sum) - got_lse));
+        *lse_error = std::max(*lse_error, std::isnan(got_lse) ? INFINITY : std::abs(want_lse - got_lse));
         for (int e = 0; e < p.dim_v; ++e) {
           double o = 0;
           for (int s = 0; s < window; ++s) {
             const Neighbor n = neighbor(p.grid, x, s);
-            if (n.valid) o += std::exp(logit[s] - max) / sum * double(v[((b * tokens + n.token) * p.heads_kv + hk) * p.dim_v + e]);
+            if (n.valid) o += probs[s] * double(v[((b * tokens + n.token) * p.heads_kv + hk) * p.dim_v + e]);
           }
           const double got = double(out[row * p.dim_v + e]);
           err2 += std::isnan(got) ? INFINITY : (got - o) * (got - o);
@@ -263,6 +285,118 @@ int big_tensor_case(const char* dtype) {
   return error < tolerance<E>() ? 0 : 1;
 }
 
+#ifdef JAX_NATTEN_FUSED_ONE_CLASS
+// The relative error (L2) of got against want, inf if got holds a NaN.
+double relative_error(const std::vector<double>& want, const float* got, size_t n) {
+  double err2 = 0, ref2 = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double g = got[i];
+    err2 += std::isnan(g) ? INFINITY : (g - want[i]) * (g - want[i]);
+    ref2 += want[i] * want[i];
+  }
+  return ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
+}
+
+// Runs the forward, then the backward of one case (no RPB) with loss sum(O * dO) + sum(LSE * g);
+// returns the worst relative error of dQ, dK and dV against float64.
+template <class E, int kHeadDim>
+double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lanes) {
+  FusedParams p = shape;
+  const int64_t tokens = p.tokens;
+  int window = 1;
+  for (int a = 0; a < p.grid.rank; ++a) window *= p.grid.axis[a].kernel_size;
+  auto random = [&](size_t n) { return random_values<E>(n, rng); };
+  const size_t rows = p.batch * tokens * p.heads, kv_rows = p.batch * tokens * p.heads_kv;
+  std::vector<E> q = random(rows * p.dim), k = random(kv_rows * p.dim), v = random(kv_rows * p.dim_v),
+                 d_out = random(rows * p.dim_v);
+  const std::vector<float> d_lse = random_values<float>(rows, rng);
+  std::vector<E> out(rows * p.dim_v, E(NAN));
+  std::vector<float> lse(rows, NAN);
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.rpb = nullptr;
+  p.out = out.data();
+  p.lse = lse.data();
+  const FusedParams padded = pad_axes(p);
+  exec::run_grid<ForwardKernel<ForwardConfig<E, kHeadDim>>>(lanes, launch_grid(padded), padded);
+
+  // delta = rowsum(dO * O) - dLSE, from the forward's own O, as the custom_vjp computes it.
+  std::vector<float> delta(rows);
+  for (size_t row = 0; row < rows; ++row) {
+    float dot = 0;
+    for (int e = 0; e < p.dim_v; ++e) dot += float(d_out[row * p.dim_v + e]) * float(out[row * p.dim_v + e]);
+    delta[row] = dot - d_lse[row];
+  }
+  std::vector<float> d_query(rows * p.dim, 0.f);  // added to by the kernel
+  std::vector<E> d_key(kv_rows * p.dim, E(NAN)), d_value(kv_rows * p.dim_v, E(NAN));
+  BackwardParams bp{p, d_out.data(), lse.data(), delta.data(), d_query.data(), d_key.data(), d_value.data()};
+  bp.fwd = padded;
+  exec::run_grid<BackwardKernel<BackwardConfig<E, kHeadDim>>>(lanes, backward_launch_grid(padded), bp);
+
+  std::vector<double> want_dq(rows * p.dim, 0.0), want_dk(kv_rows * p.dim, 0.0), want_dv(kv_rows * p.dim_v, 0.0);
+  std::vector<double> prob(window), d_prob(window);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t x = 0; x < tokens; ++x) {
+      for (int h = 0; h < p.heads; ++h) {
+        const int hk = h / (p.heads / p.heads_kv);
+        const int64_t row = (b * tokens + x) * p.heads + h;
+        auto kv_row = [&](const Neighbor& n) { return (b * tokens + n.token) * p.heads_kv + hk; };
+        reference_probs(p, q.data(), k.data(), static_cast<const E*>(nullptr), 1, b, x, h, prob);
+        double row_delta = -d_lse[row];
+        for (int s = 0; s < window; ++s) {
+          const Neighbor n = neighbor(p.grid, x, s);
+          d_prob[s] = 0;
+          if (!n.valid) continue;
+          for (int e = 0; e < p.dim_v; ++e) d_prob[s] += double(d_out[row * p.dim_v + e]) * double(v[kv_row(n) * p.dim_v + e]);
+          row_delta += prob[s] * d_prob[s];
+        }
+        for (int s = 0; s < window; ++s) {
+          const Neighbor n = neighbor(p.grid, x, s);
+          if (!n.valid) continue;
+          const double d_score = prob[s] * (d_prob[s] - row_delta) * p.scale;
+          for (int e = 0; e < p.dim; ++e) {
+            want_dq[row * p.dim + e] += d_score * double(k[kv_row(n) * p.dim + e]);
+            want_dk[kv_row(n) * p.dim + e] += d_score * double(q[row * p.dim + e]);
+          }
+          for (int e = 0; e < p.dim_v; ++e) want_dv[kv_row(n) * p.dim_v + e] += prob[s] * double(d_out[row * p.dim_v + e]);
+        }
+      }
+    }
+  }
+  std::vector<float> got_dk(d_key.begin(), d_key.end()), got_dv(d_value.begin(), d_value.end());
+  return std::max({relative_error(want_dq, d_query.data(), want_dq.size()),
+                   relative_error(want_dk, got_dk.data(), got_dk.size()),
+                   relative_error(want_dv, got_dv.data(), got_dv.size())});
+}
+
+// The backward's tolerance: float16's forward one, twice (dS and P are rounded to float16 before
+// their GEMMs).
+int backward_sweep(int cases, unsigned seed, Lanes lanes) {
+  constexpr int kHeadDim = 64;
+  std::mt19937 rng(seed * 1000 + 7);
+  int failures = 0;
+  double worst = 0;
+  for (int c = 0; c < cases; ++c) {
+    const FusedParams p = random_case(rng, kHeadDim, kv_tile_rows(kHeadDim, 2));
+    const double error = run_backward_case<cute::half_t, kHeadDim>(p, rng, lanes);
+    worst = std::max(worst, error);
+    if (!(error < 2 * tolerance<cute::half_t>())) {
+      ++failures;
+      std::printf("FAILED backward float16 case %d: rank %d", c, p.grid.rank);
+      for (int a = 0; a < p.grid.rank; ++a) {
+        const AxisParams& ax = p.grid.axis[a];
+        std::printf(" [L%d k%d s%d d%d%s]", ax.length, ax.kernel_size, ax.stride, ax.dilation, ax.is_causal ? " causal" : "");
+      }
+      std::printf(" heads %d/%d dim %d/%d: rel %.3g\n", p.heads, p.heads_kv, p.dim, p.dim_v, error);
+    }
+  }
+  std::printf("backward float16 head_dim class %d: %d cases, %d failed, worst relative error %.3g\n", kHeadDim, cases,
+              failures, worst);
+  return failures;
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -270,14 +404,24 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "big") {
     return big_tensor_case<cute::half_t>("float16") | big_tensor_case<float>("float32");
   }
+  const bool backward = argc > 1 && std::string(argv[1]) == "backward";
+  if (backward) {
+    --argc;
+    ++argv;
+  }
   const int cases = argc > 1 ? std::atoi(argv[1]) : 20;
   const unsigned seed = argc > 2 ? std::atoi(argv[2]) : 1;
   const Lanes lanes = argc > 3 && std::string(argv[3]) == "threads" ? Lanes::kThreads : Lanes::kFibers;
   int failures = 0;
 #ifdef JAX_NATTEN_FUSED_ONE_CLASS
+  if (backward) return backward_sweep(cases, seed, lanes) != 0;
   failures += sweep<cute::half_t, 64>("float16", cases, seed, lanes);
   failures += sweep<float, 64>("float32", cases, seed, lanes);
 #else
+  if (backward) {
+    std::printf("the backward mode needs a one-class build (-DJAX_NATTEN_FUSED_ONE_CLASS)\n");
+    return 2;
+  }
   // Per dtype: 35% of the cases at head-dim class 32, 35% at 64, 20% at 128, the rest at 256.
   const int small = cases * 35 / 100, medium = cases / 5, large = cases - 2 * small - medium;
   failures += sweep<cute::half_t, 32>("float16", small, seed, lanes);
