@@ -94,6 +94,16 @@ float tolerance() {
 template <class E>
 double lse_tolerance() { return std::is_same_v<E, float> ? 1e-5 : 2e-2; }
 
+// A case's shape, for a failure's line.
+void print_shape(const FusedParams& p) {
+  std::printf(" rank %d", p.grid.rank);
+  for (int a = 0; a < p.grid.rank; ++a) {
+    const AxisParams& ax = p.grid.axis[a];
+    std::printf(" [L%d k%d s%d d%d%s]", ax.length, ax.kernel_size, ax.stride, ax.dilation, ax.is_causal ? " causal" : "");
+  }
+  std::printf(" heads %d/%d dim %d/%d", p.heads, p.heads_kv, p.dim, p.dim_v);
+}
+
 template <class E>
 std::vector<E> random_values(size_t n, std::mt19937& rng) {
   std::normal_distribution<float> normal;
@@ -193,13 +203,9 @@ int sweep(const char* dtype, int cases, unsigned seed, Lanes lanes) {
     worst_lse = std::max(worst_lse, lse_error);
     if (!(error < tolerance<E>()) || !(lse_error < lse_tolerance<E>())) {
       ++failures;
-      std::printf("FAILED %s d%d case %d: rank %d", dtype, kHeadDim, c, p.grid.rank);
-      for (int a = 0; a < p.grid.rank; ++a) {
-        const AxisParams& ax = p.grid.axis[a];
-        std::printf(" [L%d k%d s%d d%d%s]", ax.length, ax.kernel_size, ax.stride, ax.dilation, ax.is_causal ? " causal" : "");
-      }
-      std::printf(" heads %d/%d dim %d/%d rpb %d: rel %.3g lse %.3g\n", p.heads, p.heads_kv, p.dim, p.dim_v,
-                  int(use_rpb), error, lse_error);
+      std::printf("FAILED %s d%d case %d:", dtype, kHeadDim, c);
+      print_shape(p);
+      std::printf(" rpb %d: rel %.3g lse %.3g\n", int(use_rpb), error, lse_error);
     }
   }
   std::printf("%s head_dim class %d: %d cases, %d failed, worst relative error %.3g, worst LSE error %.3g\n", dtype,
@@ -287,10 +293,11 @@ int big_tensor_case(const char* dtype) {
 
 #ifdef JAX_NATTEN_FUSED_ONE_CLASS
 // The relative error (L2) of got against want, inf if got holds a NaN.
-double relative_error(const std::vector<double>& want, const float* got, size_t n) {
+template <class G>
+double relative_error(const std::vector<double>& want, const std::vector<G>& got) {
   double err2 = 0, ref2 = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double g = got[i];
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double g = double(got[i]);
     err2 += std::isnan(g) ? INFINITY : (g - want[i]) * (g - want[i]);
     ref2 += want[i] * want[i];
   }
@@ -364,14 +371,11 @@ double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lane
       }
     }
   }
-  std::vector<float> got_dk(d_key.begin(), d_key.end()), got_dv(d_value.begin(), d_value.end());
-  return std::max({relative_error(want_dq, d_query.data(), want_dq.size()),
-                   relative_error(want_dk, got_dk.data(), got_dk.size()),
-                   relative_error(want_dv, got_dv.data(), got_dv.size())});
+  return std::max({relative_error(want_dq, d_query), relative_error(want_dk, d_key), relative_error(want_dv, d_value)});
 }
 
-// The backward's tolerance: float16's forward one, twice (dS and P are rounded to float16 before
-// their GEMMs).
+// float16 backward cases at head-dim class 64, against twice the forward's tolerance (dS and P
+// are rounded to float16 before their GEMMs).
 int backward_sweep(int cases, unsigned seed, Lanes lanes) {
   constexpr int kHeadDim = 64;
   std::mt19937 rng(seed * 1000 + 7);
@@ -383,12 +387,9 @@ int backward_sweep(int cases, unsigned seed, Lanes lanes) {
     worst = std::max(worst, error);
     if (!(error < 2 * tolerance<cute::half_t>())) {
       ++failures;
-      std::printf("FAILED backward float16 case %d: rank %d", c, p.grid.rank);
-      for (int a = 0; a < p.grid.rank; ++a) {
-        const AxisParams& ax = p.grid.axis[a];
-        std::printf(" [L%d k%d s%d d%d%s]", ax.length, ax.kernel_size, ax.stride, ax.dilation, ax.is_causal ? " causal" : "");
-      }
-      std::printf(" heads %d/%d dim %d/%d: rel %.3g\n", p.heads, p.heads_kv, p.dim, p.dim_v, error);
+      std::printf("FAILED backward float16 case %d:", c);
+      print_shape(p);
+      std::printf(": rel %.3g\n", error);
     }
   }
   std::printf("backward float16 head_dim class %d: %d cases, %d failed, worst relative error %.3g\n", kHeadDim, cases,
