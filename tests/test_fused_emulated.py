@@ -97,9 +97,13 @@ MUTANTS = {  # name: (file, old, new, build, run the backward)
     # Backward: dQ = dS K read before every warp has written its part of dS to shared memory.
     "backward: dropped barrier before dQ": (
         "fused/backward.h", "ctx.sync_threads();  // dS is in shared memory", "", "shadow", True),
+    # Backward: the KV tile's entries (key coordinates and tokens) read before threads 0..BK-1
+    # have written them.
+    "backward: dropped barrier after the KV tile's entries": (
+        "fused/backward.h", "ctx.sync_threads();  // the KV tile's entries are in shared memory", "", "shadow", True),
     # Backward: dS = P dP, without the delta term (rowsum(dO * O) - dLSE).
     "backward: wrong delta": (
-        "fused/backward.h", "dp_rc(r, c) = prob * (dp_rc(r, c) - delta);", "dp_rc(r, c) = prob * dp_rc(r, c);",
+        "fused/backward.h", "(acc_dp(i) - smem.delta[query])", "acc_dp(i)",
         "plain", True),
     # Backward: the inverse neighborhood one Q tile short along every axis.
     "backward: Q tile missing from the inverse range": (

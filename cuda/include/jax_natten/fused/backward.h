@@ -3,8 +3,8 @@
 // the kernel) and over the Q tiles whose neighborhoods reach the KV tile (the inverse
 // neighborhood, neighborhood.h's inverse_window, as a box of the forward's Q tiles). Per Q tile,
 // with the key rows on M (a warp owns 16 keys):
-//   S^T = K Q^T, P^T = exp(scale S^T (+ bias) - LSE) (0 outside the window),
-//   dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - delta), dK += scale dS^T Q,
+//   S^T = K Q^T, P^T = exp(scale S^T (+ bias) - LSE) (0 outside the window), dV += P^T dO,
+//   then dP^T = V dO^T, dS^T = P^T (dP^T - delta) (P^T as rounded to 16 bits for dV), dK += scale dS^T Q,
 //   dQ += scale dS K   (dS through shared memory; added to a float32 dQ by atomics).
 // delta = rowsum(dO * O) - dLSE is the caller's (float32, one per query row): a loss that reads
 // the LSE then gets its gradient. float16 / bfloat16 only (the m16n8k16 atom): the float32
@@ -107,11 +107,17 @@ struct BackwardConfig : Config<Elem, kHeadDim, kQTileRows, kQTileRows, kWarps> {
     alignas(128) Elem ds[BQ * BK];
     RowWindow windows[BQ];
     int64_t q_tokens[BQ];
+    // The CTA's KV tile, its keys' in-group coordinates and tokens (-1 past the group's end):
+    // read from here inside the Q-tile loop rather than held in registers across it (they were
+    // what still spilled).
+    KvCtaTile kv_tile;
+    int key_coords[BK][kMaxRank];
+    int64_t key_tokens[BK];
     float lse_log2[BQ];
     float delta[BQ];
   };
   static_assert(sizeof(Elem) == 2, "the backward runs the 16-bit atom");
-  static_assert(BQ <= Base::kThreads, "one thread fills each query row's entries");
+  static_assert(BQ <= Base::kThreads && BK <= Base::kThreads, "one thread fills each row's entries");
 };
 
 template <class Cfg, class Ctx>
@@ -124,13 +130,6 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
 
   KvCtaTile kt;
   if (!make_kv_cta_tile(p, kv_tile_index, &kt)) return;
-  // The KV tile's groups as a CtaTile, for token_of.
-  CtaTile kv_groups;
-  CUTE_UNROLL
-  for (int a = 0; a < kMaxRank; ++a) kv_groups.axis[a].group = kt.axis[a].group;
-  int kv_origin[kMaxRank];
-  CUTE_UNROLL
-  for (int a = 0; a < kMaxRank; ++a) kv_origin[a] = kt.axis[a].v0;
   // In-group coordinates of key row `row` of the tile (false past the group's end).
   auto key_of = [&](int row, int* coords) {
     box_offsets(p.kv_tile, row, coords);
@@ -142,18 +141,22 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
     }
     return inside;
   };
-  auto key_token = [&](int row) -> int64_t {
-    int coords[kMaxRank];
-    return key_of(row, coords) ? token_of(p, kv_groups, coords) : -1;
-  };
-
   const int thread = ctx.thread_index();
+  if (thread == 0) smem.kv_tile = kt;
+  if (thread < BK) {
+    CtaTile kv_groups;
+    CUTE_UNROLL
+    for (int a = 0; a < kMaxRank; ++a) kv_groups.axis[a].group = kt.axis[a].group;
+    int* coords = smem.key_coords[thread];
+    smem.key_tokens[thread] = key_of(thread, coords) ? token_of(p, kv_groups, coords) : -1;
+  }
+  ctx.sync_threads();  // the KV tile's entries are in shared memory
   const int64_t kv_row_base = batch * p.tokens * p.heads_kv + kv_head;
   const Elem* k = static_cast<const Elem*>(p.k) + kv_row_base * p.dim;
   const Elem* v = static_cast<const Elem*>(p.v) + kv_row_base * p.dim_v;
   using SmemKV = typename Cfg::SmemKV;
   using SmemQ = typename Cfg::SmemQ;
-  gather_rows<Cfg, BK>(ctx, key_token, [&](int row, int col, int64_t token) {
+  gather_rows<Cfg, BK>(ctx, [&](int row) { return smem.key_tokens[row]; }, [&](int row, int col, int64_t token) {
     copy_chunk<Cfg>(ctx, smem.k, SmemKV{}, k, int64_t(p.heads_kv) * p.dim, p.dim, row, col, token);
     copy_chunk<Cfg>(ctx, smem.v, SmemKV{}, v, int64_t(p.heads_kv) * p.dim_v, p.dim_v, row, col, token);
   });
@@ -211,17 +214,12 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
   Tensor acc_dp = partition_fragment_C(mma, Shape<Int<BK>, Int<BQ>>{});
   Tensor acc_dq = partition_fragment_C(mma, Shape<Int<BQ>, Int<D>>{});
   Tensor s_rc = make_tensor(acc_s.data(), rowcol(acc_s.layout()));
-  Tensor dp_rc = make_tensor(acc_dp.data(), rowcol(acc_dp.layout()));
   Tensor s_coords = thr.partition_C(make_identity_tensor(Shape<Int<BK>, Int<BQ>>{}));
   Tensor s_coords_rc = make_tensor(s_coords.data(), rowcol(s_coords.layout()));
   Tensor kd_coords = thr.partition_C(make_identity_tensor(Shape<Int<BK>, Int<D>>{}));
   Tensor q_coords = thr.partition_C(make_identity_tensor(Shape<Int<BQ>, Int<D>>{}));
 
-  // This thread's key rows of S^T: their coordinates, fixed for the CTA.
   constexpr int kRows = decltype(size<0>(s_rc))::value;
-  int keys[kRows][kMaxRank];
-  CUTE_UNROLL
-  for (int r = 0; r < kRows; ++r) key_of(get<0>(s_coords_rc(r, 0)), keys[r]);
 
   const float scale_log2 = p.scale * kLog2e;
   const Elem* rpb = static_cast<const Elem*>(p.rpb);
@@ -234,9 +232,9 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
     const int64_t q_row_base = batch * p.tokens * p.heads + head;
     const Elem* q = static_cast<const Elem*>(p.q) + q_row_base * p.dim;
     const Elem* d_out = static_cast<const Elem*>(bp.d_out) + q_row_base * p.dim_v;
-    for (int j = 0; j < kt.q_tiles; ++j) {
+    for (int j = 0; j < smem.kv_tile.q_tiles; ++j) {
       CtaTile qt;
-      make_cta_tile(p, visited_q_tile_index(p, kt, j), &qt);
+      make_cta_tile(p, visited_q_tile_index(p, smem.kv_tile, j), &qt);
       // Token of Q row `row`, -1 past the group's end.
       auto q_token = [&](int row) -> int64_t {
         int u[kMaxRank];
@@ -270,46 +268,52 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
         copy(rows_a, k_src(_, _, kb), k_dst(_, _, kb));
         copy(rows_b, q_src(_, _, kb), q_dst(_, _, kb));
       });
-      clear(acc_dp);
-      pipelined_gemm(mma, v_regs, do_regs, acc_dp, [&](int kb) {
-        copy(rows_a, v_src(_, _, kb), v_dst(_, _, kb));
-        copy(rows_b, do_src(_, _, kb), do_dst(_, _, kb));
-      });
 
-      // P^T in place of S^T, dS^T in place of dP^T.
+      // P^T in place of S^T.
+      int kv_origin[kMaxRank];
+      CUTE_UNROLL
+      for (int a = 0; a < kMaxRank; ++a) kv_origin[a] = smem.kv_tile.axis[a].v0;
       const bool unmasked = rpb == nullptr && kv_tile_unmasked(p, qt, kv_origin);
       CUTE_UNROLL
       for (int c = 0; c < size<1>(s_rc); ++c) {
         const int col = get<1>(s_coords_rc(0, c));
         const RowWindow& w = smem.windows[col];
         const float lse_log2 = smem.lse_log2[col];
-        const float delta = smem.delta[col];
         CUTE_UNROLL
         for (int r = 0; r < kRows; ++r) {
+          const int* key = smem.key_coords[get<0>(s_coords_rc(r, c))];
           float prob = 0.f;
           if (unmasked) {
             prob = exp2f(s_rc(r, c) * scale_log2 - lse_log2);
-          } else if (in_window(w, keys[r])) {
+          } else if (in_window(w, key)) {
             float x = s_rc(r, c) * scale_log2;
-            if (rpb != nullptr) x += float(rpb[head * rpb_window + bias_offset(p, w, keys[r])]) * kLog2e;
+            if (rpb != nullptr) x += float(rpb[head * rpb_window + bias_offset(p, w, key)]) * kLog2e;
             prob = exp2f(x - lse_log2);
           }
           s_rc(r, c) = prob;
-          dp_rc(r, c) = prob * (dp_rc(r, c) - delta);
         }
       }
-
       Tensor p_elem = make_tensor<Elem>(acc_s.layout());
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc_s); ++i) p_elem(i) = Elem(acc_s(i));
+      Tensor p_a = make_tensor(p_elem.data(), accumulator_as_a<Cfg::kAtomK>(p_elem.layout()));
+      pipelined_gemm(mma, p_a, dot_regs, acc_dv, [&](int kb) { copy(cols_b, dot_src(_, _, kb), dot_dst(_, _, kb)); });
+
+      // dP^T only now, with P^T held as the dV operand (16-bit) rather than as float32 beside it:
+      // the two float32 (key, query) tiles at once were what spilled.
+      clear(acc_dp);
+      pipelined_gemm(mma, v_regs, do_regs, acc_dp, [&](int kb) {
+        copy(rows_a, v_src(_, _, kb), v_dst(_, _, kb));
+        copy(rows_b, do_src(_, _, kb), do_dst(_, _, kb));
+      });
       Tensor ds_elem = make_tensor<Elem>(acc_dp.layout());
       CUTE_UNROLL
-      for (int i = 0; i < size(acc_s); ++i) {
-        p_elem(i) = Elem(acc_s(i));
-        ds_elem(i) = Elem(acc_dp(i));
-        sdS(get<1>(s_coords(i)), get<0>(s_coords(i))) = ds_elem(i);
+      for (int i = 0; i < size(acc_dp); ++i) {
+        const int key = get<0>(s_coords(i)), query = get<1>(s_coords(i));
+        ds_elem(i) = Elem(float(p_elem(i)) * (acc_dp(i) - smem.delta[query]));
+        sdS(query, key) = ds_elem(i);
       }
-      Tensor p_a = make_tensor(p_elem.data(), accumulator_as_a<Cfg::kAtomK>(p_elem.layout()));
       Tensor ds_a = make_tensor(ds_elem.data(), accumulator_as_a<Cfg::kAtomK>(ds_elem.layout()));
-      pipelined_gemm(mma, p_a, dot_regs, acc_dv, [&](int kb) { copy(cols_b, dot_src(_, _, kb), dot_dst(_, _, kb)); });
       pipelined_gemm(mma, ds_a, qt_regs, acc_dk, [&](int kb) { copy(cols_b, qt_src(_, _, kb), qt_dst(_, _, kb)); });
       ctx.sync_threads();  // dS is in shared memory
 
@@ -335,7 +339,7 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
   CUTE_UNROLL
   for (int i = 0; i < size(acc_dk); ++i) {
     const int row = get<0>(kd_coords(i)), d = get<1>(kd_coords(i));
-    const int64_t token = key_token(row);
+    const int64_t token = smem.key_tokens[row];
     if (token < 0) continue;
     const int64_t offset = token * p.heads_kv;
     if (d < p.dim) d_key[offset * p.dim + d] = Elem(acc_dk(i) * p.scale);
