@@ -83,10 +83,11 @@ BUDGETS = (
            expect=("HMMA", "LDSM", "LDGSTS"),
            why="KNOWN DEFECT (not in CI's build, measured with nvcc -Xptxas -v): head dim 128 holds 128 "
                "float32 dK/dV accumulator registers per thread at 4 warps (408 B stack, 404 + 624 B "
-               "spilled); head dim 32 spills 184 B"),
+               "spilled); head dim 32 spills 184-192 B"),
     Budget("jax_natten::fused::backward_kernel<*", arch="sm_90a", registers=255, stack_bytes=512, spill_bytes=1344,
            expect=("HMMA", "LDSM", "LDGSTS"),
-           why="KNOWN DEFECT: as on sm_80; head dim 128 on sm_90a: 512 B stack, 512 + 832 B spilled"),
+           why="KNOWN DEFECT: as on sm_80; head dim 128 on sm_90a: 512 B stack, 512 + 832 B spilled; head dim 32 "
+               "200-264 B"),
     Budget("jax_natten::*window_bounds_kernel", registers=32,
            why="test kernel: the C++ neighborhood rule per position"),
 )
