@@ -141,14 +141,15 @@ fused_sweep() {
 }
 
 # Nsight Compute over one launch of the fused forward per problem (full section set; clocks left
-# alone as METHOD.md asks). Reports and their text pages under $OUT.
+# alone as METHOD.md asks); the backward with JAX_NATTEN_PROFILE_KERNEL=backward_kernel
+# JAX_NATTEN_PROFILE_PASSES=fwd+bwd. Reports and their text pages under $OUT.
 profile() {
   local problem
   for problem in ${JAX_NATTEN_PROFILE_PROBLEMS:-2d-large 2d-nat}; do
     (cd /tmp && timeout ${PROFILE_TIMEOUT:-240} ncu --clock-control none --target-processes all \
       --kernel-name "regex:${JAX_NATTEN_PROFILE_KERNEL:-forward_kernel}" --launch-skip 1 --launch-count 1 --set full \
       -o "$out/profile-$problem" python3 -m jax_natten bench --problem "$problem" \
-      --backends "${JAX_NATTEN_PROFILE_BACKEND:-fused}" --passes fwd --reps 1 --warmup 1 --no-check \
+      --backends "${JAX_NATTEN_PROFILE_BACKEND:-fused}" --passes "${JAX_NATTEN_PROFILE_PASSES:-fwd}" --reps 1 --warmup 1 --no-check \
       >"$out/profile-$problem.log" 2>&1
      echo "ncu $problem: exit $?" | tee -a "$out/summary.txt"
      ncu --import "$out/profile-$problem.ncu-rep" --page details >"$out/profile-$problem.txt" 2>&1

@@ -103,8 +103,8 @@ def mutate(edit_file: str, old: str, new: str, directory: pathlib.Path) -> pathl
 
 
 def run(binary: pathlib.Path, cases: int, seed: int = 1, lanes: str = "fibers", timeout=1800, backward=False):
-    """Runs the program over `cases` random cases per dtype (with `backward`, the backward's cases of
-    a one-class build); lanes "big" runs the >2^31-element case."""
+    """Runs the program over `cases` random cases per dtype (with `backward`, the backward's float16
+    cases over its head-dim classes); lanes "big" runs the >2^31-element case."""
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
     mode = ["backward"] if backward else []
     command = [str(binary), "big"] if lanes == "big" else [str(binary), *mode, str(cases), str(seed), lanes]

@@ -76,6 +76,14 @@ def test_backward_matches_float64():
     assert int(re.search(BACKWARD_SUMMARY, done.stdout, re.M).group(1)) == 30
 
 
+def test_backward_every_class_matches_float64():
+    # Every backward instantiation (head-dim classes 32, 64 and 128) on the build of every class.
+    done = emu.run(emu.build(), 18, seed=6, backward=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = re.findall(r"^backward float16 head_dim class (\d+): (\d+) cases, 0 failed", done.stdout, re.M)
+    assert {int(c) for c, _ in summary} == {32, 64, 128} and sum(int(n) for _, n in summary) == 18, done.stdout
+
+
 # Not among them: the barrier before the next loads. The emulation lands a cp.async at its wait,
 # which here comes after the next iteration's barrier, so dropping that barrier is harmless
 # on the host; on the GPU a copy may land as soon as it is issued (compute-sanitizer racecheck
@@ -94,9 +102,9 @@ MUTANTS = {  # name: (file, old, new, build, run the backward)
     "wrong ldmatrix fragment mapping": (
         "exec/host_ldsm.h", "return typename Traits::DstLayout{}(lane, bit);",
         "return typename Traits::DstLayout{}(lane ^ 1, bit);", "plain", False),
-    # Backward: dQ = dS K read before every warp has written its part of dS to shared memory.
-    "backward: dropped barrier before dQ": (
-        "fused/backward.h", "ctx.sync_threads();  // dS is in shared memory", "", "shadow", True),
+    # Backward: dV, dK and dQ read P and dS before every warp has written its part to shared memory.
+    "backward: dropped barrier before the P and dS products": (
+        "fused/backward.h", "ctx.sync_threads();  // P and dS are in shared memory", "", "shadow", True),
     # Backward: the KV tile's entries (key coordinates and tokens) read before threads 0..BK-1
     # have written them.
     "backward: dropped barrier after the KV tile's entries": (

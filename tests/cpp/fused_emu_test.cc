@@ -12,10 +12,12 @@
 //                                             class 64 only (quick builds for the sanitizer and
 //                                             mutant runs).
 //   fused_emu_test backward [cases [seed [threads]]]
-//                                             (one-class builds) the fused backward on float16
-//                                             cases without RPB, after the forward: dQ, dK, dV
-//                                             against float64, with an LSE cotangent; dK and dV
-//                                             poisoned, so a key that no CTA writes fails.
+//                                             the fused backward on float16 cases without RPB,
+//                                             after the forward: dQ, dK, dV against float64, with
+//                                             an LSE cotangent; dK and dV poisoned, so a key that
+//                                             no CTA writes fails. Cases spread over head-dim
+//                                             classes 32, 64 and 128 (every backward
+//                                             instantiation); one-class builds: 64 only.
 #include <cute/tensor.hpp>
 
 #include <algorithm>
@@ -291,7 +293,6 @@ int big_tensor_case(const char* dtype) {
   return error < tolerance<E>() ? 0 : 1;
 }
 
-#ifdef JAX_NATTEN_FUSED_ONE_CLASS
 // The relative error (L2) of got against want, inf if got holds a NaN.
 template <class G>
 double relative_error(const std::vector<double>& want, const std::vector<G>& got) {
@@ -374,10 +375,10 @@ double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lane
   return std::max({relative_error(want_dq, d_query), relative_error(want_dk, d_key), relative_error(want_dv, d_value)});
 }
 
-// float16 backward cases at head-dim class 64, against twice the forward's tolerance (dS and P
-// are rounded to float16 before their GEMMs).
+// float16 backward cases at head-dim class kHeadDim, against twice the forward's tolerance (dS and
+// P are rounded to float16 before their GEMMs).
+template <int kHeadDim>
 int backward_sweep(int cases, unsigned seed, Lanes lanes) {
-  constexpr int kHeadDim = 64;
   std::mt19937 rng(seed * 1000 + 7);
   int failures = 0;
   double worst = 0;
@@ -396,7 +397,6 @@ int backward_sweep(int cases, unsigned seed, Lanes lanes) {
               failures, worst);
   return failures;
 }
-#endif
 
 }  // namespace
 
@@ -415,13 +415,16 @@ int main(int argc, char** argv) {
   const Lanes lanes = argc > 3 && std::string(argv[3]) == "threads" ? Lanes::kThreads : Lanes::kFibers;
   int failures = 0;
 #ifdef JAX_NATTEN_FUSED_ONE_CLASS
-  if (backward) return backward_sweep(cases, seed, lanes) != 0;
+  if (backward) return backward_sweep<64>(cases, seed, lanes) != 0;
   failures += sweep<cute::half_t, 64>("float16", cases, seed, lanes);
   failures += sweep<float, 64>("float32", cases, seed, lanes);
 #else
   if (backward) {
-    std::printf("the backward mode needs a one-class build (-DJAX_NATTEN_FUSED_ONE_CLASS)\n");
-    return 2;
+    const int third = cases / 3;
+    failures += backward_sweep<32>(third, seed, lanes);
+    failures += backward_sweep<64>(third, seed, lanes);
+    failures += backward_sweep<128>(cases - 2 * third, seed, lanes);
+    return failures != 0;
   }
   // Per dtype: 35% of the cases at head-dim class 32, 35% at 64, 20% at 128, the rest at 256.
   const int small = cases * 35 / 100, medium = cases / 5, large = cases - 2 * small - medium;

@@ -1,14 +1,18 @@
 // The fused neighborhood-attention backward for one CTA: one KV tile of one batch and KV head,
 // its dK and dV accumulated in registers over the query heads of that KV head (GQA reduced in
 // the kernel) and over the Q tiles whose neighborhoods reach the KV tile (the inverse
-// neighborhood, neighborhood.h's inverse_window, as a box of the forward's Q tiles). Per Q tile,
-// with the key rows on M (a warp owns 16 keys):
-//   S^T = K Q^T, P^T = exp(scale S^T (+ bias) - LSE) (0 outside the window), dV += P^T dO,
-//   then dP^T = V dO^T, dS^T = P^T (dP^T - delta) (P^T as rounded to 16 bits for dV), dK += scale dS^T Q,
-//   dQ += scale dS K   (dS through shared memory; added to a float32 dQ by atomics).
+// neighborhood, neighborhood.h's inverse_window, as a box of the forward's Q tiles). Per Q tile:
+//   S^T = K Q^T, P^T = exp(scale S^T (+ bias) - LSE) (0 outside the window), dP^T = V dO^T,
+//   dS^T = P^T (dP^T - delta), P and dS (rounded to 16 bits) to shared memory, then
+//   dV += P^T dO, dK += scale dS^T Q, dQ += scale dS K (added to a float32 dQ by atomics).
+// 8 warps, 4 along M by 2 along N of every product: a warp holds a quarter of the rows and half
+// of the columns of each accumulator, so dK and dV (key x head dim, float32, live across the
+// whole loop) take 64 registers a thread at head dim 128 rather than 128 with 4 warps of whole
+// rows, which spilled. A warp then holds only half of the queries of its keys' P^T and dS^T,
+// while dV += P^T dO and dK += dS^T Q reduce over all of them, so P and dS go through shared
+// memory (read back transposed with ldmatrix.trans) instead of straight from S's registers.
 // delta = rowsum(dO * O) - dLSE is the caller's (float32, one per query row): a loss that reads
-// the LSE then gets its gradient. float16 / bfloat16 only (the m16n8k16 atom): the float32
-// forward's key order (mainloop.h: KeyOrder) is not carried through dS's shared-memory copy.
+// the LSE then gets its gradient. float16 / bfloat16 only (the m16n8k16 atom).
 // Written against the execution context like the forward (exec/context.h), with its tile
 // layouts (mainloop.h: Config), Q tiles (scheduler.h: make_cta_tile) and masks (mask.h).
 #pragma once
@@ -87,29 +91,44 @@ JAX_NATTEN_HOST_DEVICE int64_t visited_q_tile_index(const FusedParams& p, const 
   return index;
 }
 
-// The backward's tiles: BK keys on M (16 per warp), BQ queries; dQ = dS K puts the queries on M,
-// so the two tiles have the forward's Q tile rows.
+// The backward's tiles: BK keys by BQ queries, both the forward's Q tile rows (dQ = dS K puts the
+// queries on M), and 8 warps: 4 along M (16 rows each), 2 along N.
 template <class Elem, int kHeadDim>
 struct BackwardConfig : Config<Elem, kHeadDim, kQTileRows, kQTileRows, kWarps> {
   using Base = Config<Elem, kHeadDim, kQTileRows, kQTileRows, kWarps>;
   static constexpr int BQ = Base::BQ, BK = Base::BK, D = kHeadDim;
+  static constexpr int kWarpsM = BK / 16, kWarpsN = 2;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  // A warp's tile step: 16 rows of M by 16 columns of N (one x4 ldmatrix fills the B registers of
+  // two n8 atoms), by one atom's K.
+  template <class Ctx>
+  using TiledMma = cute::TiledMMA<cute::MMA_Atom<typename Ctx::template mma_op<typename Base::Atom::Op>>,
+                                  cute::Layout<cute::Shape<cute::Int<kWarpsM>, cute::Int<kWarpsN>, cute::_1>>,
+                                  cute::Tile<cute::Int<16 * kWarpsM>, cute::Int<16 * kWarpsN>, cute::Int<Base::kAtomK>>>;
+  // The A operand dS read transposed from shared memory, out of the (key, query) dS^T tile.
+  template <class Ctx>
+  using LoadRowsTransposed = cute::Copy_Atom<typename Ctx::template ldsm_op<cute::SM75_U16x8_LDSM_T>, Elem>;
   // (head dim, query) views of the Q and dO tiles: the B operands of dK += dS^T Q and dV += P^T dO.
   using SmemQt = decltype(cute::composition(
       typename Base::SmemQ{}, cute::make_layout(cute::Layout<cute::Int<D>, cute::Int<BQ>>{}, cute::Layout<cute::Int<BQ>>{})));
-  // dS as (query, key), keys contiguous: the A operand of dQ = dS K.
-  using SmemDs = decltype(cute::tile_to_shape(typename Base::SmemAtom{}, cute::Shape<cute::Int<BQ>, cute::Int<BK>>{}));
+  // P^T and dS^T as (key, query), queries contiguous: the A operands of dV += P^T dO and
+  // dK += dS^T Q, written from S^T's accumulator a pair of adjacent queries (32 bits) at a time;
+  // and the (query, key) view of dS^T, the A operand of dQ = dS K.
+  using SmemPds = decltype(cute::tile_to_shape(typename Base::SmemAtom{}, cute::Shape<cute::Int<BK>, cute::Int<BQ>>{}));
+  using SmemPdsT = decltype(cute::composition(
+      SmemPds{}, cute::make_layout(cute::Layout<cute::Int<BQ>, cute::Int<BK>>{}, cute::Layout<cute::Int<BK>>{})));
 
   struct Shared {
     alignas(128) Elem k[BK * D];
     alignas(128) Elem v[BK * D];
     alignas(128) Elem q[BQ * D];
     alignas(128) Elem d_out[BQ * D];
+    alignas(128) Elem p[BQ * BK];
     alignas(128) Elem ds[BQ * BK];
     RowWindow windows[BQ];
     int64_t q_tokens[BQ];
     // The CTA's KV tile, its keys' in-group coordinates and tokens (-1 past the group's end):
-    // read from here inside the Q-tile loop rather than held in registers across it (they were
-    // what still spilled).
+    // read from here inside the Q-tile loop rather than held in registers across it.
     KvCtaTile kv_tile;
     int key_coords[BK][kMaxRank];
     int64_t key_tokens[BK];
@@ -117,8 +136,28 @@ struct BackwardConfig : Config<Elem, kHeadDim, kQTileRows, kQTileRows, kWarps> {
     float delta[BQ];
   };
   static_assert(sizeof(Elem) == 2, "the backward runs the 16-bit atom");
-  static_assert(BQ <= Base::kThreads && BK <= Base::kThreads, "one thread fills each row's entries");
+  static_assert(BK % 16 == 0 && BQ % (16 * kWarpsN) == 0 && D % (16 * kWarpsN) == 0, "tiles of whole warp steps");
+  static_assert(BQ <= kThreads && BK <= kThreads, "one thread fills each row's entries");
 };
+
+// Two 16-bit elements stored with one 32-bit access.
+template <class Elem>
+struct alignas(2 * sizeof(Elem)) ElemPair {
+  Elem first, second;
+};
+
+// Stores each pair (i, i + 1), i even, of a (key, query) accumulator's values (two adjacent
+// queries of one key: the SM80 C fragment's layout) into the (key, query) tile at element i's
+// coordinates, 32 bits at a time.
+template <class Elem, class Tile, class Coords, class Value>
+JAX_NATTEN_CTA void store_pairs(Tile& tile, const Coords& coords, const Value& value) {
+  using cute::get;
+  CUTE_UNROLL
+  for (int i = 0; i < cute::size(coords); i += 2) {
+    const int key = get<0>(coords(i)), query = get<1>(coords(i));
+    *reinterpret_cast<ElemPair<Elem>*>(&tile(key, query)) = ElemPair<Elem>{value(i), value(i + 1)};
+  }
+}
 
 template <class Cfg, class Ctx>
 JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp, int64_t kv_tile_index, int kv_head,
@@ -167,7 +206,9 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
   auto rows_a = make_tiled_copy_A(typename Cfg::template LoadRows<Ctx>{}, mma);
   auto rows_b = make_tiled_copy_B(typename Cfg::template LoadRows<Ctx>{}, mma);
   auto cols_b = make_tiled_copy_B(typename Cfg::template LoadColumns<Ctx>{}, mma);
+  auto cols_a = make_tiled_copy_A(typename Cfg::template LoadRowsTransposed<Ctx>{}, mma);
   auto rows_a_thr = rows_a.get_slice(thread);
+  auto cols_a_thr = cols_a.get_slice(thread);
   auto rows_b_thr = rows_b.get_slice(thread);
   auto cols_b_thr = cols_b.get_slice(thread);
 
@@ -178,7 +219,9 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
   Tensor sdO = make_tensor(make_smem_ptr(smem.d_out), SmemQ{});
   Tensor sQt = make_tensor(make_smem_ptr(smem.q), typename Cfg::SmemQt{});
   Tensor sdOt = make_tensor(make_smem_ptr(smem.d_out), typename Cfg::SmemQt{});
-  Tensor sdS = make_tensor(make_smem_ptr(smem.ds), typename Cfg::SmemDs{});
+  Tensor sPt = make_tensor(make_smem_ptr(smem.p), typename Cfg::SmemPds{});
+  Tensor sdSt = make_tensor(make_smem_ptr(smem.ds), typename Cfg::SmemPds{});
+  Tensor sdS = make_tensor(make_smem_ptr(smem.ds), typename Cfg::SmemPdsT{});
 
   // Operand fragments and their shared-memory sources.
   Tensor k_regs = make_tensor<Elem>(thr.partition_fragment_A(sK).layout());
@@ -203,8 +246,14 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
   Tensor kt_src = cols_b_thr.partition_S(sKt);
   Tensor kt_dst = cols_b_thr.retile_D(kt_regs);
   Tensor ds_regs = make_tensor<Elem>(thr.partition_fragment_A(sdS).layout());
-  Tensor ds_src = rows_a_thr.partition_S(sdS);
-  Tensor ds_dst = rows_a_thr.retile_D(ds_regs);
+  Tensor ds_src = cols_a_thr.partition_S(sdS);
+  Tensor ds_dst = cols_a_thr.retile_D(ds_regs);
+  Tensor pt_regs = make_tensor<Elem>(thr.partition_fragment_A(sPt).layout());
+  Tensor pt_src = rows_a_thr.partition_S(sPt);
+  Tensor pt_dst = rows_a_thr.retile_D(pt_regs);
+  Tensor dst_regs = make_tensor<Elem>(thr.partition_fragment_A(sdSt).layout());
+  Tensor dst_src = rows_a_thr.partition_S(sdSt);
+  Tensor dst_dst = rows_a_thr.retile_D(dst_regs);
 
   Tensor acc_dk = partition_fragment_C(mma, Shape<Int<BK>, Int<D>>{});
   Tensor acc_dv = partition_fragment_C(mma, Shape<Int<BK>, Int<D>>{});
@@ -296,11 +345,8 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
       Tensor p_elem = make_tensor<Elem>(acc_s.layout());
       CUTE_UNROLL
       for (int i = 0; i < size(acc_s); ++i) p_elem(i) = Elem(acc_s(i));
-      Tensor p_a = make_tensor(p_elem.data(), accumulator_as_a<Cfg::kAtomK>(p_elem.layout()));
-      pipelined_gemm(mma, p_a, dot_regs, acc_dv, [&](int kb) { copy(cols_b, dot_src(_, _, kb), dot_dst(_, _, kb)); });
+      store_pairs<Elem>(sPt, s_coords, p_elem);
 
-      // dP^T only now, with P^T held as the dV operand (16-bit) rather than as float32 beside it:
-      // the two float32 (key, query) tiles at once were what spilled.
       clear(acc_dp);
       pipelined_gemm(mma, v_regs, do_regs, acc_dp, [&](int kb) {
         copy(rows_a, v_src(_, _, kb), v_dst(_, _, kb));
@@ -309,17 +355,23 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
       Tensor ds_elem = make_tensor<Elem>(acc_dp.layout());
       CUTE_UNROLL
       for (int i = 0; i < size(acc_dp); ++i) {
-        const int key = get<0>(s_coords(i)), query = get<1>(s_coords(i));
+        const int query = get<1>(s_coords(i));
         ds_elem(i) = Elem(float(p_elem(i)) * (acc_dp(i) - smem.delta[query]));
-        sdS(query, key) = ds_elem(i);
       }
-      Tensor ds_a = make_tensor(ds_elem.data(), accumulator_as_a<Cfg::kAtomK>(ds_elem.layout()));
-      pipelined_gemm(mma, ds_a, qt_regs, acc_dk, [&](int kb) { copy(cols_b, qt_src(_, _, kb), qt_dst(_, _, kb)); });
-      ctx.sync_threads();  // dS is in shared memory
+      store_pairs<Elem>(sdSt, s_coords, ds_elem);
+      ctx.sync_threads();  // P and dS are in shared memory
 
+      pipelined_gemm(mma, pt_regs, dot_regs, acc_dv, [&](int kb) {
+        copy(rows_a, pt_src(_, _, kb), pt_dst(_, _, kb));
+        copy(cols_b, dot_src(_, _, kb), dot_dst(_, _, kb));
+      });
+      pipelined_gemm(mma, dst_regs, qt_regs, acc_dk, [&](int kb) {
+        copy(rows_a, dst_src(_, _, kb), dst_dst(_, _, kb));
+        copy(cols_b, qt_src(_, _, kb), qt_dst(_, _, kb));
+      });
       clear(acc_dq);
       pipelined_gemm(mma, ds_regs, kt_regs, acc_dq, [&](int kb) {
-        copy(rows_a, ds_src(_, _, kb), ds_dst(_, _, kb));
+        copy(cols_a, ds_src(_, _, kb), ds_dst(_, _, kb));
         copy(cols_b, kt_src(_, _, kb), kt_dst(_, _, kb));
       });
       CUTE_UNROLL
@@ -330,7 +382,7 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
           ctx.atomic_add(bp.d_query + ((batch * p.tokens + token) * p.heads + head) * p.dim + d, acc_dq(i) * p.scale);
         }
       }
-      ctx.sync_threads();  // everyone is done with the Q tile, dS and the row entries before the next
+      ctx.sync_threads();  // everyone is done with the Q tile, P, dS and the row entries before the next
     }
   }
 

@@ -152,6 +152,11 @@ JAX_NATTEN_CTA void gather_rows(const Ctx& ctx, const RowToken& token, const Cop
   }
 }
 
+// 16 zero bytes (all-zero bits are 0.0 in every element type).
+struct alignas(16) ZeroChunk {
+  uint32_t words[4] = {0, 0, 0, 0};
+};
+
 // One 16-byte chunk (row, col) of a shared tile with layout `tile`: from src + token * row_stride
 // + col, or zeros for a row without a token or columns past `width`.
 template <class Cfg, class Ctx, class Tile>
@@ -162,7 +167,7 @@ JAX_NATTEN_CTA void copy_chunk(const Ctx& ctx, typename Cfg::Elem* smem, const T
   if (token >= 0 && col < width) {
     ctx.cp_async_16(chunk, src + token * row_stride + col);
   } else {
-    for (int e = 0; e < Cfg::kChunk; ++e) chunk[e] = typename Cfg::Elem(0.f);
+    *reinterpret_cast<ZeroChunk*>(chunk) = ZeroChunk{};  // one 16-byte store, not kChunk narrow ones
   }
 }
 
