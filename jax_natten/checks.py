@@ -156,6 +156,12 @@ class AttentionInputs:
     has_extra_kv: bool
 
 
+def flag(name: str, value):
+    """A bool argument (Python or NumPy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}={value!r}: it must be a bool.")
+
+
 def attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal, scale,
                      additional_keys, additional_values, rpb, return_lse, rank=None) -> AttentionInputs:
     for name, x in (("query", query), ("key", key), ("value", value), ("additional_keys", additional_keys),
@@ -198,8 +204,7 @@ def attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal
     scale = real_number("scale", scale, allow_none=True)
     if scale is None:
         scale = head_dim ** -0.5
-    if not isinstance(return_lse, (bool, np.bool_)):
-        raise ValueError(f"return_lse={return_lse!r}: it must be a bool.")
+    flag("return_lse", return_lse)
     return AttentionInputs(nbhd, float(scale), dtype, tuple(query.shape[1:-2]), heads, heads_kv, head_dim,
                            head_dim_v, rpb is not None, additional_keys is not None)
 

@@ -15,14 +15,15 @@ from jax_natten.manual_axes import varying_alike
 
 
 def _attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
-               additional_keys, additional_values, rpb, return_lse, backend, rank):
+               additional_keys, additional_values, rpb, return_lse, backend, rank, deterministic=False):
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, return_lse, rank)
+    checks.flag("deterministic", deterministic)
     chosen = backends.choose(_attention_request(inputs), backend)
     query, key, value, rpb, additional_keys, additional_values = varying_alike(
         query, key, value, rpb, additional_keys, additional_values)
     out, lse = chosen.attention(query, key, value, inputs.nbhd, inputs.scale, rpb,
-                                additional_keys, additional_values)
+                                additional_keys, additional_values, deterministic=bool(deterministic))
     return (out, lse) if return_lse else out
 
 
@@ -34,7 +35,7 @@ def _attention_request(inputs: checks.AttentionInputs) -> backends.Request:
 
 def neighborhood_attention(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False,
                            scale=None, additional_keys=None, additional_values=None, rpb=None,
-                           return_lse=False, backend=None):
+                           return_lse=False, backend=None, deterministic=False):
     """Neighborhood attention over 1 to 3 spatial axes (the rank is read from `query`).
 
     Args:
@@ -50,19 +51,24 @@ def neighborhood_attention(query, key, value, kernel_size, stride=1, dilation=1,
       return_lse: also return the logsumexp `[batch, *spatial, heads]` (float32; float64 for
         float64 inputs).
       backend: a name from `jax_natten.backends.names()`, or None for the best that can run.
+      deterministic: gradients with the same bits run after run. Only the fused backend's
+        backward adds by atomics (its dQ, in an order that varies); with True it computes dQ
+        with a second kernel instead (slower). Every other backend is deterministic either way.
 
     Returns:
       `[batch, *spatial, heads, head_dim_v]` in the input dtype, and the LSE if asked for.
     """
     return _attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
-                      additional_keys, additional_values, rpb, return_lse, backend, rank=None)
+                      additional_keys, additional_values, rpb, return_lse, backend, rank=None,
+                      deterministic=deterministic)
 
 
 def _make_attention(rank):
     def na(query, key, value, kernel_size, stride=1, dilation=1, is_causal=False, scale=None,
-           additional_keys=None, additional_values=None, rpb=None, return_lse=False, backend=None):
+           additional_keys=None, additional_values=None, rpb=None, return_lse=False, backend=None,
+           deterministic=False):
         return _attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
-                          additional_keys, additional_values, rpb, return_lse, backend, rank)
+                          additional_keys, additional_values, rpb, return_lse, backend, rank, deterministic)
 
     na.__name__ = na.__qualname__ = f"na{rank}d"
     na.__doc__ = (f"{rank}-D neighborhood attention: `neighborhood_attention` for inputs "

@@ -321,12 +321,13 @@ class FfiShards:
                           scale=np.float32(scale), q_tile=np.asarray(tiles.q_tile, np.int64),
                           kv_tile=np.asarray(tiles.kv_tile, np.int64))
 
-    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale):
+    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale, deterministic):
         # The forward's tile boxes (the backward's KV tiles have the Q tile's rows).
         tiles = self.tile_plan(query, key, value, nbhd)
         return self._call(FUSED_BACKWARD_TARGET, fused_backward_result(query, key, value), nbhd, query, key, value,
                           jnp.zeros((0,), query.dtype), d_out, lse, delta, scale=np.float32(scale),
-                          q_tile=np.asarray(tiles.q_tile, np.int64), kv_tile=np.asarray(tiles.kv_tile, np.int64))
+                          q_tile=np.asarray(tiles.q_tile, np.int64), kv_tile=np.asarray(tiles.kv_tile, np.int64),
+                          deterministic=np.bool_(deterministic))
 
 
 def _partitioned_with_optional(per_shard, layout, operands, optional):
@@ -370,8 +371,9 @@ class Operators:
             lambda q, k, v, b: self.shards.fused_forward(q, k, v, b, nbhd, scale),
             fused_forward_layout(query, key, nbhd, rpb is not None), (query, key, value), rpb)
 
-    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale):
+    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale, deterministic=False):
         """`(d_query float32, d_key, d_value)` of the window attention without bias, from the
-        window's lse and delta = rowsum(d_out * out) - d_lse (float32)."""
-        return partitioned(lambda *xs: self.shards.fused_backward(*xs, nbhd, scale),
+        window's lse and delta = rowsum(d_out * out) - d_lse (float32). `deterministic`: d_query
+        from a Q-tile kernel without atomics, the same bits run after run (else added by atomics)."""
+        return partitioned(lambda *xs: self.shards.fused_backward(*xs, nbhd, scale, deterministic),
                            fused_backward_layout(query, key, nbhd))(query, key, value, d_out, lse, delta)

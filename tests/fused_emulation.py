@@ -102,10 +102,12 @@ def mutate(edit_file: str, old: str, new: str, directory: pathlib.Path) -> pathl
     return copy
 
 
-def run(binary: pathlib.Path, cases: int, seed: int = 1, lanes: str = "fibers", timeout=1800, backward=False):
+def run(binary: pathlib.Path, cases: int, seed: int = 1, lanes: str = "fibers", timeout=1800, backward=False,
+        deterministic=False):
     """Runs the program over `cases` random cases per dtype (with `backward`, the backward's float16
-    cases over its head-dim classes); lanes "big" runs the >2^31-element case."""
+    cases over its head-dim classes, `deterministic`: in its deterministic mode); lanes "big" runs
+    the >2^31-element case."""
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1 exitcode=66")
-    mode = ["backward"] if backward else []
+    mode = ["backward-deterministic" if deterministic else "backward"] if backward else []
     command = [str(binary), "big"] if lanes == "big" else [str(binary), *mode, str(cases), str(seed), lanes]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)

@@ -69,13 +69,15 @@ def test_fused_backward_matches_oracle(dtype, chunk):
 
 
 # NATTEN #341's class: a NaN in dV from partial tiles. Lengths that leave partial Q and KV tiles
-# on every axis (and dilation groups of unequal length), causal and not, GQA, with an LSE loss.
+# on every axis (and dilation groups of unequal length), causal and not, GQA, with an LSE loss;
+# dQ by atomics and by the deterministic Q-tile kernel (fused/backward_dq.h).
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
 @pytest.mark.parametrize("shape, kernel_size, dilation, is_causal", [
     ((67,), (5,), (3,), (False,)),
     ((13, 10), (4, 3), (2, 1), (True, False)),
     ((5, 7, 9), (3, 2, 3), (1, 3, 2), (False, True, True)),
 ])
-def test_partial_tiles_give_finite_gradients(shape, kernel_size, dilation, is_causal):
+def test_partial_tiles_give_finite_gradients(shape, kernel_size, dilation, is_causal, deterministic):
     rng = np.random.default_rng(3)
     q = jnp.asarray(rng.standard_normal((2, *shape, 4, 32)), jnp.float16)
     k, v = (jnp.asarray(rng.standard_normal((2, *shape, 2, 32)), jnp.float16) for _ in range(2))
@@ -84,7 +86,8 @@ def test_partial_tiles_give_finite_gradients(shape, kernel_size, dilation, is_ca
 
     def loss(backend, q, k, v):
         out, lse = jn.neighborhood_attention(q, k, v, kernel_size=kernel_size, dilation=dilation,
-                                             is_causal=is_causal, backend=backend, return_lse=True)
+                                             is_causal=is_causal, backend=backend, return_lse=True,
+                                             deterministic=deterministic)
         return jnp.sum(out.astype(jnp.float32) ** 2) + jnp.sum(lse * lse_weights)
 
     got = jax.grad(functools.partial(loss, BACKEND), argnums=(0, 1, 2))(q, k, v)
@@ -94,6 +97,33 @@ def test_partial_tiles_give_finite_gradients(shape, kernel_size, dilation, is_ca
         g = np.asarray(g, np.float64)
         assert np.all(np.isfinite(g)), f"d{name} has NaN/Inf"
         assert oracle.rel_err(g, np.asarray(w, np.float64)) < 2e-2, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_deterministic_gradients_keep_their_bits(dtype):
+    """deterministic=True reaches the backward's FFI call (and only then), and three runs of the
+    gradient give the same bits."""
+    rng = np.random.default_rng(5)
+    q = jnp.asarray(rng.standard_normal((2, 11, 13, 4, 64)), dtype)
+    k, v = (jnp.asarray(rng.standard_normal((2, 11, 13, 2, 64)), dtype) for _ in range(2))
+
+    def grad(deterministic):
+        loss = lambda q, k, v: jn.na2d(q, k, v, kernel_size=(5, 3), dilation=(2, 1), backend=BACKEND,
+                                       deterministic=deterministic).astype(jnp.float32).sum()
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+    assert "deterministic = true" in grad(True).lower(q, k, v).as_text()
+    assert "deterministic = false" in grad(False).lower(q, k, v).as_text()
+    runs = [[np.asarray(g) for g in grad(True)(q, k, v)] for _ in range(3)]
+    for run in runs[1:]:
+        for first, again in zip(runs[0], run):
+            assert first.tobytes() == again.tobytes()
+
+
+def test_deterministic_must_be_a_bool():
+    q = jnp.zeros((1, 9, 2, 16), jnp.float16)
+    with pytest.raises(ValueError, match="deterministic=1: it must be a bool"):
+        jn.na1d(q, q, q, kernel_size=3, backend=BACKEND, deterministic=1)
 
 
 def test_forward_backward_hold_no_tokens_by_window_buffer():

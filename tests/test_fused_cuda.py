@@ -91,6 +91,26 @@ def test_fused_gradients_match_gemm(gpu):
             assert oracle.rel_err(got, want) < 2e-2, (config, name)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_fused_deterministic_gradients_keep_their_bits(gpu, dtype):
+    # dQ by the Q-tile kernel (fused/backward_dq.h): as the atomic mode's within tolerance, and
+    # the same bits in 3 runs (on the GPU the atomics' order varies, so this is the test that can fail).
+    rng = np.random.default_rng(11)
+    q = jnp.asarray(rng.standard_normal((2, 40, 36, 8, 64)), dtype)
+    k, v = (jnp.asarray(rng.standard_normal((2, 40, 36, 4, 64)), dtype) for _ in range(2))
+
+    def grad(deterministic):
+        loss = lambda q, k, v: jax_natten.na2d(q, k, v, kernel_size=(13, 9), dilation=(1, 2), backend="fused",
+                                               deterministic=deterministic).astype(jnp.float32).sum()
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+    runs = [[np.asarray(g) for g in grad(True)(q, k, v)] for _ in range(3)]
+    for run in runs[1:]:
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(runs[0], run))
+    for got, want in zip(runs[0], grad(False)(q, k, v)):
+        assert oracle.rel_err(np.asarray(got, np.float64), np.asarray(want, np.float64)) < 1e-2
+
+
 @pytest.mark.parametrize("dtype", fused_plan.DTYPES)
 def test_fused_is_default_on_cuda(gpu, dtype):
     q = jax.ShapeDtypeStruct((2, 16, 16, 4, 64), dtype)

@@ -44,6 +44,7 @@ ONE_CLASS_DTYPES = {"float16", "float32"}
 
 
 BACKWARD_SUMMARY = r"^backward float16 head_dim class 64: (\d+) cases, 0 failed"
+DETERMINISTIC_SUMMARY = r"^backward \(deterministic\) float16 head_dim class 64: (\d+) cases, 0 failed"
 
 
 def test_race_shadow_clean():
@@ -55,6 +56,9 @@ def test_race_shadow_clean():
     done = emu.run(binary, 3, seed=2, backward=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "races" not in done.stderr and re.search(BACKWARD_SUMMARY, done.stdout, re.M)
+    done = emu.run(binary, 2, seed=2, backward=True, deterministic=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "races" not in done.stderr and re.search(DETERMINISTIC_SUMMARY, done.stdout, re.M)
 
 
 def test_thread_sanitizer_clean():
@@ -76,11 +80,20 @@ def test_backward_matches_float64():
     assert int(re.search(BACKWARD_SUMMARY, done.stdout, re.M).group(1)) == 30
 
 
-def test_backward_every_class_matches_float64():
-    # Every backward instantiation (head-dim classes 32, 64 and 128) on the build of every class.
-    done = emu.run(emu.build(), 18, seed=6, backward=True)
+def test_deterministic_backward_keeps_its_bits_and_matches_float64():
+    # dQ from the Q-tile kernel (d_query poisoned), each case run 3 times with the same bits.
+    done = emu.run(emu.build(emu.ONE_CLASS), 20, seed=7, backward=True, deterministic=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    summary = re.findall(r"^backward float16 head_dim class (\d+): (\d+) cases, 0 failed", done.stdout, re.M)
+    assert int(re.search(DETERMINISTIC_SUMMARY, done.stdout, re.M).group(1)) == 20
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_backward_every_class_matches_float64(deterministic):
+    # Every backward instantiation (head-dim classes 32, 64 and 128) on the build of every class.
+    done = emu.run(emu.build(), 18, seed=6, backward=True, deterministic=deterministic)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    summary = re.findall(r"^backward(?: \(deterministic\))? float16 head_dim class (\d+): (\d+) cases, 0 failed",
+                         done.stdout, re.M)
     assert {int(c) for c, _ in summary} == {32, 64, 128} and sum(int(n) for _, n in summary) == 18, done.stdout
 
 
@@ -88,7 +101,7 @@ def test_backward_every_class_matches_float64():
 # which here comes after the next iteration's barrier, so dropping that barrier is harmless
 # on the host; on the GPU a copy may land as soon as it is issued (compute-sanitizer racecheck
 # in benchmarks/device.sh covers it).
-MUTANTS = {  # name: (file, old, new, build, run the backward)
+MUTANTS = {  # name: (file, old, new, build, run the backward: False, True or "deterministic")
     # The barrier after the K/V loads: warps read K/V that other warps have not landed yet. The
     # reads are ldmatrix's, so this also shows that the shadow sees them.
     "dropped barrier after the loads": (
@@ -113,6 +126,13 @@ MUTANTS = {  # name: (file, old, new, build, run the backward)
     "backward: wrong delta": (
         "fused/backward.h", "(acc_dp(i) - smem.delta[query])", "acc_dp(i)",
         "plain", True),
+    # Deterministic dQ: warps read K/V that other warps have not landed yet.
+    "deterministic dQ: dropped barrier after the loads": (
+        "fused/backward_dq.h", "ctx.sync_threads();               // ... and every other thread's", "", "shadow",
+        "deterministic"),
+    # Deterministic dQ: dS = P dP, without delta.
+    "deterministic dQ: wrong delta": (
+        "fused/backward_dq.h", "(dp_rc(r, c) - delta[r])", "dp_rc(r, c)", "plain", "deterministic"),
     # Backward: the inverse neighborhood one Q tile short along every axis.
     "backward: Q tile missing from the inverse range": (
         "fused/backward.h", "ceil_div(last.end, p.q_tile[a]) - at.q_tile_first : 0;",
@@ -125,7 +145,8 @@ def test_mutant_caught(name, tmp_path):
     edit_file, old, new, mode, backward = MUTANTS[name]
     include = emu.mutate(edit_file, old, new, tmp_path)
     flags = emu.ONE_CLASS + (emu.SHADOW_FLAGS if mode == "shadow" else ())
-    done = emu.run(emu.build(flags, include=include), 6, seed=4, backward=backward)
+    done = emu.run(emu.build(flags, include=include), 6, seed=4, backward=bool(backward),
+                   deterministic=backward == "deterministic")
     caught = done.returncode != 0 and ("FAILED" in done.stdout or "races" in done.stderr)
     assert caught, f"mutant {name!r} not caught:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
 

@@ -79,9 +79,10 @@ BUDGETS = (
            why="KNOWN DEFECT (not in CI's build, measured with nvcc -Xptxas -v): head dim 32 on sm_80 is "
                "allocated 128 registers and spills 28 + 28 B (0 on sm_90a)"),
     Budget("jax_natten::fused::backward_kernel<*", registers=255, expect=("HMMA", "LDSM", "LDGSTS"),
-           why="fused backward: 8 warps, 4 x 2 over every product, so dK/dV take 64 float32 registers a "
-               "thread at head dim 128; P and dS through shared memory (32-bit stores, ldmatrix and "
-               "ldmatrix.trans reads): 0 spills at head dims 64 and 128 on sm_80 and sm_90a (CI's build: 64)"),
+           why="fused backward: the KV-tile kernel on 8 warps, 4 x 2 over every product, so dK/dV take 64 "
+               "float32 registers a thread at head dim 128, P and dS through shared memory (32-bit stores, "
+               "ldmatrix and ldmatrix.trans reads); the deterministic mode's Q-tile dQ kernel on the "
+               "forward's 4 warps: 0 spills at head dims 64 and 128 on sm_80 and sm_90a (CI's build: 64)"),
     Budget("jax_natten::*window_bounds_kernel", registers=32,
            why="test kernel: the C++ neighborhood rule per position"),
 )

@@ -25,16 +25,18 @@ ffi::Error FusedForward(ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer
                                            emu::Poisoned(lse));
 }
 
-// d_key and d_value poisoned as the forward's outputs; d_query is zeroed by the launch (added to).
+// d_key and d_value poisoned as the forward's outputs, and d_query in deterministic mode (written
+// once per element); otherwise d_query is zeroed by the launch (added to).
 ffi::Error FusedBackward(ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer value, ffi::AnyBuffer rpb,
                          ffi::AnyBuffer d_out, ffi::AnyBuffer lse, ffi::AnyBuffer delta, Ints kernel_size, Ints stride,
-                         Ints dilation, Ints is_causal, Ints q_tile, Ints kv_tile, float scale,
+                         Ints dilation, Ints is_causal, Ints q_tile, Ints kv_tile, float scale, bool deterministic,
                          ffi::Result<ffi::AnyBuffer> d_query, ffi::Result<ffi::AnyBuffer> d_key,
                          ffi::Result<ffi::AnyBuffer> d_value) {
   namespace emu = jax_natten::emu;
   return jax_natten::fused::BackwardHandler(jax_natten::exec::HostLaunch::from_environment(), query, key, value, rpb,
                                             d_out, lse, delta, kernel_size, stride, dilation, is_causal, q_tile,
-                                            kv_tile, scale, d_query, emu::Poisoned(d_key), emu::Poisoned(d_value));
+                                            kv_tile, scale, deterministic, deterministic ? emu::Poisoned(d_query) : d_query,
+                                            emu::Poisoned(d_key), emu::Poisoned(d_value));
 }
 
 }  // namespace

@@ -62,7 +62,11 @@ class ReferenceBackend:
     def unsupported(self, request: Request):
         return None
 
-    attention = staticmethod(reference.attention)
+    @staticmethod
+    def attention(query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None,
+                  deterministic=False):  # no atomics here: always deterministic
+        return reference.attention(query, key, value, nbhd, scale, rpb, additional_keys, additional_values)
+
     qk = staticmethod(reference.qk)
     av = staticmethod(reference.av)
 
@@ -94,7 +98,10 @@ class BlockedBackend:
         """The tiling of the call and its tile efficiency."""
         return str(_blocked_plan(request))
 
-    attention = staticmethod(blocked.attention)
+    @staticmethod
+    def attention(query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None,
+                  deterministic=False):  # no atomics here: always deterministic
+        return blocked.attention(query, key, value, nbhd, scale, rpb, additional_keys, additional_values)
 
 
 # The naive kernels are the paper's baseline: slower than the reference backend's XLA gathers

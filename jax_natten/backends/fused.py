@@ -8,7 +8,8 @@ exactly through the two LSEs, inside the same `jax.custom_vjp`:
 
 The gradient is the fused backward kernel's (fused/backward.h: float16 / bfloat16, head-dim
 classes up to 128, no bias) from the window's saved out and LSE, the merge's gradient through
-jax.vjp; other inputs take the gemm backend's (PN/NN/IN kernels; for "fused-emulated",
+jax.vjp; its dQ is added by atomics, or with `deterministic=True` computed by a Q-tile kernel
+(fused/backward_dq.h) in a fixed order; other inputs take the gemm backend's (PN/NN/IN kernels; for "fused-emulated",
 "gemm-emulated"), which recomputes the attention from the saved inputs.
 """
 
@@ -40,15 +41,15 @@ def _merge_extra(out, lse, query, additional_keys, additional_values, scale):
     return out.astype(query.dtype), merged
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _attention(gemm, nbhd, scale, query, key, value, rpb, additional_keys, additional_values):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _attention(gemm, nbhd, scale, deterministic, query, key, value, rpb, additional_keys, additional_values):
     out, lse = gemm.kernels.fused_forward(query, key, value, rpb, nbhd, scale)
     if additional_keys is not None:
         out, lse = _merge_extra(out, lse, query, additional_keys, additional_values, scale)
     return checkpoint_name(out, "jax_natten_fused_out"), checkpoint_name(lse, "jax_natten_fused_lse")
 
 
-def _attention_fwd(gemm, nbhd, scale, *inputs):
+def _attention_fwd(gemm, nbhd, scale, deterministic, *inputs):
     query, key, value, rpb, additional_keys, additional_values = inputs
     out_window, lse_window = gemm.kernels.fused_forward(query, key, value, rpb, nbhd, scale)
     out, lse = out_window, lse_window
@@ -82,7 +83,7 @@ def fused_backward_runs(query, value, rpb) -> bool:
     return fused_backward_reason(jnp.dtype(query.dtype).name, query.shape[-1], value.shape[-1], rpb is not None) is None
 
 
-def _attention_bwd(gemm, nbhd, scale, residuals, cotangents):
+def _attention_bwd(gemm, nbhd, scale, deterministic, residuals, cotangents):
     inputs, (out_window, lse_window) = residuals
     query, key, value, rpb, additional_keys, additional_values = inputs
     d_out, d_lse = cotangents
@@ -102,7 +103,7 @@ def _attention_bwd(gemm, nbhd, scale, residuals, cotangents):
         d_out, d_lse, d_query_extra, *d_extra = merge_vjp((d_out, d_lse))
     delta = jnp.sum(d_out.astype(jnp.float32) * out_window.astype(jnp.float32), axis=-1) - d_lse
     d_query, d_key, d_value = gemm.kernels.fused_backward(query, key, value, d_out.astype(query.dtype), lse_window,
-                                                          delta, nbhd, scale)
+                                                          delta, nbhd, scale, deterministic)
     if d_query_extra is not None:
         d_query = d_query + d_query_extra.astype(jnp.float32)
     return (d_query.astype(query.dtype), d_key, d_value, None, *d_extra)
@@ -172,5 +173,9 @@ class FusedBackend:
     def av(self, attn, value, nbhd):
         raise NotImplementedError("the fused backend computes attention only; av runs on an unfused backend")
 
-    def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None):
-        return _attention(self.gemm, nbhd, scale, query, key, value, rpb, additional_keys, additional_values)
+    def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None,
+                  deterministic=False):
+        """`deterministic`: the fused backward kernel's dQ without atomics (a Q-tile kernel that
+        recomputes the scores), so that gradients keep their bits run after run."""
+        return _attention(self.gemm, nbhd, scale, bool(deterministic), query, key, value, rpb, additional_keys,
+                          additional_values)

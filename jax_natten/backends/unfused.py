@@ -100,7 +100,8 @@ class UnfusedBackend:
     def av(self, attn, value, nbhd):
         return _nn(self.kernels, nbhd, attn, value)
 
-    def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None):
+    def attention(self, query, key, value, nbhd, scale, rpb=None, additional_keys=None, additional_values=None,
+                  deterministic=False):  # no atomics here: always deterministic
         logits = _pn(self.kernels, nbhd, scale, jnp.dtype(jnp.float32), query, key, rpb)
         if additional_keys is not None:
             extra = extra_kv.extra_logits(query, additional_keys, scale).astype(jnp.float32)

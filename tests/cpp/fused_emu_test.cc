@@ -18,6 +18,9 @@
 //                                             no CTA writes fails. Cases spread over head-dim
 //                                             classes 32, 64 and 128 (every backward
 //                                             instantiation); one-class builds: 64 only.
+//   fused_emu_test backward-deterministic [...]  the same with dQ from the Q-tile kernel
+//                                             (backward_dq.h; d_query poisoned too), each case
+//                                             run 3 times: dQ, dK and dV must keep their bits.
 #include <cute/tensor.hpp>
 
 #include <algorithm>
@@ -33,6 +36,7 @@
 
 #include "jax_natten/exec/host_grid.h"
 #include "jax_natten/fused/backward.h"
+#include "jax_natten/fused/backward_dq.h"
 #include "jax_natten/fused/kernel.h"
 
 using namespace jax_natten;
@@ -306,9 +310,10 @@ double relative_error(const std::vector<double>& want, const std::vector<G>& got
 }
 
 // Runs the forward, then the backward of one case (no RPB) with loss sum(O * dO) + sum(LSE * g);
-// returns the worst relative error of dQ, dK and dV against float64.
+// returns the worst relative error of dQ, dK and dV against float64 (infinite if a deterministic
+// run's bits change from one of its 3 runs to the next).
 template <class E, int kHeadDim>
-double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lanes) {
+double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lanes, bool deterministic) {
   FusedParams p = shape;
   const int64_t tokens = p.tokens;
   int window = 1;
@@ -336,11 +341,33 @@ double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lane
     for (int e = 0; e < p.dim_v; ++e) dot += float(d_out[row * p.dim_v + e]) * float(out[row * p.dim_v + e]);
     delta[row] = dot - d_lse[row];
   }
-  std::vector<float> d_query(rows * p.dim, 0.f);  // added to by the kernel
+  // Atomic mode adds to a zeroed dQ; the deterministic one writes every element (poisoned here).
+  std::vector<float> d_query(rows * p.dim, deterministic ? NAN : 0.f);
   std::vector<E> d_key(kv_rows * p.dim, E(NAN)), d_value(kv_rows * p.dim_v, E(NAN));
-  BackwardParams bp{p, d_out.data(), lse.data(), delta.data(), d_query.data(), d_key.data(), d_value.data()};
+  BackwardParams bp{p, d_out.data(), lse.data(), delta.data(), d_query.data(), d_key.data(), d_value.data(),
+                    deterministic};
   bp.fwd = padded;
-  exec::run_grid<BackwardKernel<BackwardConfig<E, kHeadDim>>>(lanes, backward_launch_grid(padded), bp);
+  BackwardParams kv_tiles = bp;
+  if (deterministic) kv_tiles.d_query = nullptr;
+  exec::run_grid<BackwardKernel<BackwardConfig<E, kHeadDim>>>(lanes, backward_launch_grid(padded), kv_tiles);
+  if (deterministic) {
+    exec::run_grid<BackwardDqKernel<DqConfig<E, kHeadDim>>>(lanes, launch_grid(padded), bp);
+    for (int run = 1; run < 3; ++run) {
+      const std::vector<float> first_dq = d_query;
+      const std::vector<E> first_dk = d_key, first_dv = d_value;
+      std::fill(d_query.begin(), d_query.end(), NAN);
+      std::fill(d_key.begin(), d_key.end(), E(NAN));
+      std::fill(d_value.begin(), d_value.end(), E(NAN));
+      exec::run_grid<BackwardKernel<BackwardConfig<E, kHeadDim>>>(lanes, backward_launch_grid(padded), kv_tiles);
+      exec::run_grid<BackwardDqKernel<DqConfig<E, kHeadDim>>>(lanes, launch_grid(padded), bp);
+      if (std::memcmp(first_dq.data(), d_query.data(), sizeof(float) * d_query.size()) != 0 ||
+          std::memcmp(first_dk.data(), d_key.data(), sizeof(E) * d_key.size()) != 0 ||
+          std::memcmp(first_dv.data(), d_value.data(), sizeof(E) * d_value.size()) != 0) {
+        std::printf("deterministic run %d changed the bits of dQ, dK or dV\n", run);
+        return INFINITY;
+      }
+    }
+  }
 
   std::vector<double> want_dq(rows * p.dim, 0.0), want_dk(kv_rows * p.dim, 0.0), want_dv(kv_rows * p.dim_v, 0.0);
   std::vector<double> prob(window), d_prob(window);
@@ -378,23 +405,23 @@ double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lane
 // float16 backward cases at head-dim class kHeadDim, against twice the forward's tolerance (dS and
 // P are rounded to float16 before their GEMMs).
 template <int kHeadDim>
-int backward_sweep(int cases, unsigned seed, Lanes lanes) {
+int backward_sweep(int cases, unsigned seed, Lanes lanes, bool deterministic) {
   std::mt19937 rng(seed * 1000 + 7);
   int failures = 0;
   double worst = 0;
   for (int c = 0; c < cases; ++c) {
     const FusedParams p = random_case(rng, kHeadDim, kv_tile_rows(kHeadDim, 2));
-    const double error = run_backward_case<cute::half_t, kHeadDim>(p, rng, lanes);
+    const double error = run_backward_case<cute::half_t, kHeadDim>(p, rng, lanes, deterministic);
     worst = std::max(worst, error);
     if (!(error < 2 * tolerance<cute::half_t>())) {
       ++failures;
-      std::printf("FAILED backward float16 case %d:", c);
+      std::printf("FAILED backward%s float16 case %d:", deterministic ? " (deterministic)" : "", c);
       print_shape(p);
       std::printf(": rel %.3g\n", error);
     }
   }
-  std::printf("backward float16 head_dim class %d: %d cases, %d failed, worst relative error %.3g\n", kHeadDim, cases,
-              failures, worst);
+  std::printf("backward%s float16 head_dim class %d: %d cases, %d failed, worst relative error %.3g\n",
+              deterministic ? " (deterministic)" : "", kHeadDim, cases, failures, worst);
   return failures;
 }
 
@@ -405,7 +432,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "big") {
     return big_tensor_case<cute::half_t>("float16") | big_tensor_case<float>("float32");
   }
-  const bool backward = argc > 1 && std::string(argv[1]) == "backward";
+  const bool deterministic = argc > 1 && std::string(argv[1]) == "backward-deterministic";
+  const bool backward = deterministic || (argc > 1 && std::string(argv[1]) == "backward");
   if (backward) {
     --argc;
     ++argv;
@@ -415,15 +443,15 @@ int main(int argc, char** argv) {
   const Lanes lanes = argc > 3 && std::string(argv[3]) == "threads" ? Lanes::kThreads : Lanes::kFibers;
   int failures = 0;
 #ifdef JAX_NATTEN_FUSED_ONE_CLASS
-  if (backward) return backward_sweep<64>(cases, seed, lanes) != 0;
+  if (backward) return backward_sweep<64>(cases, seed, lanes, deterministic) != 0;
   failures += sweep<cute::half_t, 64>("float16", cases, seed, lanes);
   failures += sweep<float, 64>("float32", cases, seed, lanes);
 #else
   if (backward) {
     const int third = cases / 3;
-    failures += backward_sweep<32>(third, seed, lanes);
-    failures += backward_sweep<64>(third, seed, lanes);
-    failures += backward_sweep<128>(cases - 2 * third, seed, lanes);
+    failures += backward_sweep<32>(third, seed, lanes, deterministic);
+    failures += backward_sweep<64>(third, seed, lanes, deterministic);
+    failures += backward_sweep<128>(cases - 2 * third, seed, lanes, deterministic);
     return failures != 0;
   }
   // Per dtype: 35% of the cases at head-dim class 32, 35% at 64, 20% at 128, the rest at 256.

@@ -193,12 +193,12 @@ auto ForwardBinding(Binding bind) {
 
 // The backward's handler: the forward's checks on (query, key, value, rpb) with d_out in out's
 // place and d_query's layout, then lse, delta (float32 [.., heads]), d_key and d_value checked
-// against them. d_query is float32 (the kernel adds to it by atomics).
+// against them. d_query is float32 (added to by atomics; written once with `deterministic`, params.h).
 template <class Launch>
 ffi::Error BackwardHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyBuffer key, ffi::AnyBuffer value,
                            ffi::AnyBuffer rpb, ffi::AnyBuffer d_out, ffi::AnyBuffer lse, ffi::AnyBuffer delta,
                            Ints kernel_size, Ints stride, Ints dilation, Ints is_causal, Ints q_tile, Ints kv_tile,
-                           float scale, ffi::Result<ffi::AnyBuffer> d_query, ffi::Result<ffi::AnyBuffer> d_key,
+                           float scale, bool deterministic, ffi::Result<ffi::AnyBuffer> d_query, ffi::Result<ffi::AnyBuffer> d_key,
                            ffi::Result<ffi::AnyBuffer> d_value) {
   BackwardParams p{};
   if (ffi::Error e = ForwardParams(query, key, value, rpb, kernel_size, stride, dilation, is_causal, q_tile, kv_tile,
@@ -229,6 +229,7 @@ ffi::Error BackwardHandler(const Launch& launch, ffi::AnyBuffer query, ffi::AnyB
   p.d_query = static_cast<float*>(d_query->untyped_data());
   p.d_key = d_key->untyped_data();
   p.d_value = d_value->untyped_data();
+  p.deterministic = deterministic;
   p.fwd.out = nullptr;
   p.fwd.lse = nullptr;
   if (p.fwd.batch == 0 || p.fwd.tokens == 0 || p.fwd.heads == 0) return ffi::Error::Success();
@@ -254,6 +255,7 @@ auto BackwardBinding(Binding bind) {
       .template Attr<Ints>("q_tile")
       .template Attr<Ints>("kv_tile")
       .template Attr<float>("scale")
+      .template Attr<bool>("deterministic")
       .template Ret<ffi::AnyBuffer>()   // d_query
       .template Ret<ffi::AnyBuffer>()   // d_key
       .template Ret<ffi::AnyBuffer>();  // d_value

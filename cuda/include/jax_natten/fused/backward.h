@@ -4,7 +4,8 @@
 // neighborhood, neighborhood.h's inverse_window, as a box of the forward's Q tiles). Per Q tile:
 //   S^T = K Q^T, P^T = exp(scale S^T (+ bias) - LSE) (0 outside the window), dP^T = V dO^T,
 //   dS^T = P^T (dP^T - delta), P and dS (rounded to 16 bits) to shared memory, then
-//   dV += P^T dO, dK += scale dS^T Q, dQ += scale dS K (added to a float32 dQ by atomics).
+//   dV += P^T dO, dK += scale dS^T Q, dQ += scale dS K (added to a float32 dQ by atomics; in
+//   deterministic mode backward_dq.h computes dQ instead, and this kernel skips it).
 // 8 warps, 4 along M by 2 along N of every product: a warp holds a quarter of the rows and half
 // of the columns of each accumulator, so dK and dV (key x head dim, float32, live across the
 // whole loop) take 64 registers a thread at head dim 128 rather than 128 with 4 warps of whole
@@ -284,17 +285,7 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
     for (int j = 0; j < smem.kv_tile.q_tiles; ++j) {
       CtaTile qt;
       make_cta_tile(p, visited_q_tile_index(p, smem.kv_tile, j), &qt);
-      // Token of Q row `row`, -1 past the group's end.
-      auto q_token = [&](int row) -> int64_t {
-        int u[kMaxRank];
-        box_offsets(p.q_tile, row, u);
-        CUTE_UNROLL
-        for (int a = 0; a < kMaxRank; ++a) {
-          if (u[a] >= qt.axis[a].nq) return -1;
-          u[a] += qt.axis[a].u0;
-        }
-        return token_of(p, qt, u);
-      };
+      auto q_token = [&](int row) { return q_row_token(p, qt, row); };
       gather_rows<Cfg, BQ>(ctx, q_token, [&](int row, int col, int64_t token) {
         copy_chunk<Cfg>(ctx, smem.q, SmemQ{}, q, int64_t(p.heads) * p.dim, p.dim, row, col, token);
         copy_chunk<Cfg>(ctx, smem.d_out, SmemQ{}, d_out, int64_t(p.heads) * p.dim_v, p.dim_v, row, col, token);
@@ -369,17 +360,19 @@ JAX_NATTEN_CTA void fused_backward_cta(const Ctx& ctx, const BackwardParams& bp,
         copy(rows_a, dst_src(_, _, kb), dst_dst(_, _, kb));
         copy(cols_b, qt_src(_, _, kb), qt_dst(_, _, kb));
       });
-      clear(acc_dq);
-      pipelined_gemm(mma, ds_regs, kt_regs, acc_dq, [&](int kb) {
-        copy(cols_a, ds_src(_, _, kb), ds_dst(_, _, kb));
-        copy(cols_b, kt_src(_, _, kb), kt_dst(_, _, kb));
-      });
-      CUTE_UNROLL
-      for (int i = 0; i < size(acc_dq); ++i) {
-        const int row = get<0>(q_coords(i)), d = get<1>(q_coords(i));
-        const int64_t token = smem.q_tokens[row];
-        if (token >= 0 && d < p.dim) {
-          ctx.atomic_add(bp.d_query + ((batch * p.tokens + token) * p.heads + head) * p.dim + d, acc_dq(i) * p.scale);
+      if (bp.d_query != nullptr) {  // null in deterministic mode: backward_dq.h computes dQ
+        clear(acc_dq);
+        pipelined_gemm(mma, ds_regs, kt_regs, acc_dq, [&](int kb) {
+          copy(cols_a, ds_src(_, _, kb), ds_dst(_, _, kb));
+          copy(cols_b, kt_src(_, _, kb), kt_dst(_, _, kb));
+        });
+        CUTE_UNROLL
+        for (int i = 0; i < size(acc_dq); ++i) {
+          const int row = get<0>(q_coords(i)), d = get<1>(q_coords(i));
+          const int64_t token = smem.q_tokens[row];
+          if (token >= 0 && d < p.dim) {
+            ctx.atomic_add(bp.d_query + ((batch * p.tokens + token) * p.heads + head) * p.dim + d, acc_dq(i) * p.scale);
+          }
         }
       }
       ctx.sync_threads();  // everyone is done with the Q tile, P, dS and the row entries before the next

@@ -11,6 +11,7 @@
 #include "jax_natten/exec/device_context.cuh"
 #include "jax_natten/exec/device_launch.cuh"
 #include "jax_natten/fused/backward.h"
+#include "jax_natten/fused/backward_dq.h"
 #include "jax_natten/ffi_util.h"
 #include "jax_natten/fused/kernel.h"
 #include "jax_natten/fused/launch.h"
@@ -45,24 +46,40 @@ __global__ void __launch_bounds__(K::kThreads) backward_kernel(BackwardParams p)
   K::run(exec::DeviceContext{}, *reinterpret_cast<typename K::Shared*>(smem), p);
 }
 
+template <class K>
+cudaError_t launch_backward_kernel(const exec::DeviceLaunch& launch, exec::Dim3 grid, const BackwardParams& p) {
+  constexpr int kBytes = sizeof(typename K::Shared);
+  if (cudaError_t e = cudaFuncSetAttribute(backward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
+      e != cudaSuccess) {
+    return e;
+  }
+  backward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(p);
+  return cudaGetLastError();
+}
+
+// The KV-tile kernel (dK, dV and, by atomics, dQ), then in deterministic mode the Q-tile kernel (dQ).
 template <class Elem, int kHeadDim>
 xla::ffi::Error launch_backward(const exec::DeviceLaunch& launch, const BackwardParams& p) {
   if constexpr (kBackwardBuilt<Elem, kHeadDim>) {
-    using K = BackwardKernel<BackwardConfig<Elem, kHeadDim>>;
-    constexpr int kBytes = sizeof(typename K::Shared);
-    if (cudaError_t e = cudaFuncSetAttribute(backward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes);
-        e != cudaSuccess) {
-      return xla::ffi::Error::Internal(std::string("fused backward: ") + cudaGetErrorString(e));
-    }
-    const size_t d_query_bytes = sizeof(float) * p.fwd.batch * p.fwd.tokens * p.fwd.heads * p.fwd.dim;
-    if (cudaError_t e = cudaMemsetAsync(p.d_query, 0, d_query_bytes, launch.stream); e != cudaSuccess) {  // added to
-      return xla::ffi::Error::Internal(std::string("fused backward: ") + cudaGetErrorString(e));
-    }
     BackwardParams padded = p;
     padded.fwd = pad_axes(p.fwd);
-    const exec::Dim3 grid = backward_launch_grid(padded.fwd);
-    backward_kernel<K><<<dim3(grid.x, grid.y, grid.z), K::kThreads, kBytes, launch.stream>>>(padded);
-    return ToError(LastCudaError("fused backward"));
+    BackwardParams kv_tiles = padded;
+    cudaError_t e = cudaSuccess;
+    if (p.deterministic) {
+      kv_tiles.d_query = nullptr;
+    } else {
+      const size_t d_query_bytes = sizeof(float) * p.fwd.batch * p.fwd.tokens * p.fwd.heads * p.fwd.dim;
+      e = cudaMemsetAsync(p.d_query, 0, d_query_bytes, launch.stream);  // added to
+    }
+    if (e == cudaSuccess) {
+      e = launch_backward_kernel<BackwardKernel<BackwardConfig<Elem, kHeadDim>>>(
+          launch, backward_launch_grid(padded.fwd), kv_tiles);
+    }
+    if (e == cudaSuccess && p.deterministic) {
+      e = launch_backward_kernel<BackwardDqKernel<DqConfig<Elem, kHeadDim>>>(launch, launch_grid(padded.fwd), padded);
+    }
+    if (e != cudaSuccess) return xla::ffi::Error::Internal(std::string("fused backward: ") + cudaGetErrorString(e));
+    return xla::ffi::Error::Success();
   } else {
     return xla::ffi::Error::InvalidArgument("fused backward: float16 / bfloat16 with head dims up to 128 only");
   }

@@ -171,6 +171,32 @@ JAX_NATTEN_CTA void copy_chunk(const Ctx& ctx, typename Cfg::Elem* smem, const T
   }
 }
 
+// Issues the loads of KV tile j of the CTA's tile t into the K and V tiles k_tile / v_tile (the
+// whole tile box, keys past the union of the windows as zeros); a key's token serves its K and
+// its V row.
+template <class Cfg, class Ctx>
+JAX_NATTEN_CTA void gather_kv_tile(const Ctx& ctx, const FusedParams& p, const CtaTile& t,
+                                   const KeyTable<Cfg::BK>& keys, int j, const typename Cfg::Elem* k,
+                                   const typename Cfg::Elem* v, typename Cfg::Elem* k_tile,
+                                   typename Cfg::Elem* v_tile) {
+  int origin[kMaxRank];
+  kv_tile_origin(p, t, j, origin);
+  const int64_t origin_token = token_of(p, t, origin);
+  auto kv_token = [&](int row) -> int64_t {
+    int key[kMaxRank];
+    key_coords(keys.offsets[row], origin, key);
+    bool inside = true;
+    CUTE_UNROLL
+    for (int a = 0; a < kMaxRank; ++a) inside = inside && key[a] < t.axis[a].kv_end;
+    return inside ? origin_token + keys.token_deltas[row] : -1;
+  };
+  using SmemKV = typename Cfg::SmemKV;
+  gather_rows<Cfg, Cfg::BK>(ctx, kv_token, [&](int row, int col, int64_t token) {
+    copy_chunk<Cfg>(ctx, k_tile, SmemKV{}, k, int64_t(p.heads_kv) * p.dim, p.dim, row, col, token);
+    copy_chunk<Cfg>(ctx, v_tile, SmemKV{}, v, int64_t(p.heads_kv) * p.dim_v, p.dim_v, row, col, token);
+  });
+}
+
 // acc += A B^T for one k-block: a (values, MMA_M), b (values, MMA_N), acc (values, MMA_M,
 // MMA_N). float32 operands take three TF32 MMAs on their split (tf32.h), each atom's operands
 // split where they are used, so that only one atom's split B registers are live.
@@ -231,36 +257,9 @@ JAX_NATTEN_CTA void fused_forward_cta(const Ctx& ctx, const FusedParams& p, int6
   ctx.sync_threads();  // the key table is read by every thread's gathers and masks
 
   using SmemKV = typename Cfg::SmemKV;
-  // Token of Q row `row`, -1 past the group's end.
-  auto q_token = [&](int row) -> int64_t {
-    int u[kMaxRank];
-    box_offsets(p.q_tile, row, u);
-    CUTE_UNROLL
-    for (int a = 0; a < kMaxRank; ++a) {
-      if (u[a] >= t.axis[a].nq) return -1;
-      u[a] += t.axis[a].u0;
-    }
-    return token_of(p, t, u);
-  };
-  // Issue the loads of KV tile j into its stage (the whole tile box, keys past the union of the
-  // windows as zeros); a key's token serves its K and its V row.
+  auto q_token = [&](int row) { return q_row_token(p, t, row); };
   auto load_kv = [&](int j) {
-    int origin[kMaxRank];
-    kv_tile_origin(p, t, j, origin);
-    const int64_t origin_token = token_of(p, t, origin);
-    auto kv_token = [&](int row) -> int64_t {
-      int key[kMaxRank];
-      key_coords(smem.keys.offsets[row], origin, key);
-      bool inside = true;
-      CUTE_UNROLL
-      for (int a = 0; a < kMaxRank; ++a) inside = inside && key[a] < t.axis[a].kv_end;
-      return inside ? origin_token + smem.keys.token_deltas[row] : -1;
-    };
-    const int stage = j % Cfg::kStages;
-    gather_rows<Cfg, BK>(ctx, kv_token, [&](int row, int col, int64_t token) {
-      copy_chunk<Cfg>(ctx, smem.k[stage], SmemKV{}, k, int64_t(p.heads_kv) * p.dim, p.dim, row, col, token);
-      copy_chunk<Cfg>(ctx, smem.v[stage], SmemKV{}, v, int64_t(p.heads_kv) * p.dim_v, p.dim_v, row, col, token);
-    });
+    gather_kv_tile<Cfg>(ctx, p, t, smem.keys, j, k, v, smem.k[j % Cfg::kStages], smem.v[j % Cfg::kStages]);
   };
 
   gather_rows<Cfg, BQ>(ctx, q_token, [&](int row, int col, int64_t token) {

@@ -34,8 +34,10 @@ struct FusedParams {
 
 // The backward's inputs and outputs next to the forward's (whose out and lse it does not use):
 // d_out [batch, tokens, heads, dim_v] in the input dtype, lse and delta [batch, tokens, heads]
-// float32, d_query [batch, tokens, heads, dim] float32 (zeroed by the caller, added to),
-// d_key / d_value like key / value.
+// float32, d_query [batch, tokens, heads, dim] float32, d_key / d_value like key / value.
+// deterministic: d_query written once per element by the Q-tile kernel (backward_dq.h), the same
+// bits run after run; otherwise added to by the KV-tile kernel's atomics (zeroed by the launch),
+// in an order that varies. In the KV-tile kernel's own params d_query is null in that mode.
 struct BackwardParams {
   FusedParams fwd;
   const void* d_out;
@@ -44,6 +46,7 @@ struct BackwardParams {
   float* d_query;
   void* d_key;
   void* d_value;
+  bool deterministic;
 };
 
 }  // namespace jax_natten::fused

@@ -144,4 +144,16 @@ JAX_NATTEN_HOST_DEVICE void box_offsets(const int* tile, int row, int* offsets) 
   }
 }
 
+// Flat token of row `row` of the tile's Q box, -1 past its group's end.
+JAX_NATTEN_HOST_DEVICE int64_t q_row_token(const FusedParams& p, const CtaTile& t, int row) {
+  int u[kMaxRank];
+  box_offsets(p.q_tile, row, u);
+  CUTE_UNROLL
+  for (int a = 0; a < kMaxRank; ++a) {
+    if (u[a] >= t.axis[a].nq) return -1;
+    u[a] += t.axis[a].u0;
+  }
+  return token_of(p, t, u);
+}
+
 }  // namespace jax_natten::fused
