@@ -36,7 +36,8 @@ test() {
 # compute-sanitizer. Seen on an H200 (2026-12-01, jax 0.11.2, driver 580.159): the minimal program
 # benchmarks/sanitizer_probe.py (PN with RPB, NN and IN, forward and backward, through jax) runs
 # clean under memcheck, racecheck and synccheck, with XLA's BFC allocator or its plain one; the
-# pytest sweep under the same tool segfaults the process after two tests. So the probe runs first
+# pytest sweep under the same tool segfaults the process after two tests (2026-12-07, H100: also with
+# pytest's plugin autoloading off, and under synccheck; see sanitize_diag). So the probe runs first
 # (the tool works, and our kernels are clean on it), then the pytest sweep in three variants in
 # parallel, to find what pytest adds: as is; without pytest's faulthandler (which installs its own
 # SIGSEGV/SIGBUS handlers); and with XLA's command buffers (CUDA graphs) off. Logs under $OUT.
@@ -62,6 +63,40 @@ sanitize() {
   done
   wait
   for variant in plain nofaulthandler nograph; do tail -3 "$out/sanitizer-memcheck-$variant.log"; done
+}
+
+# Why compute-sanitizer crashes pytest but not the probe: pytest loads every installed plugin
+# (entry points "pytest11") at start, and the device image holds many. Each plugin's module is
+# imported alone under memcheck, then pytest itself with and without plugin autoloading; last, the
+# GPU sweep under each of the three tools with autoloading off. One line per run in summary.txt.
+sanitize_diag() {
+  local plugins module
+  plugins=$(python3 -c "from importlib.metadata import entry_points
+print(' '.join(sorted({e.name + '=' + e.value.split(':')[0] for e in entry_points(group='pytest11')})))")
+  echo "pytest11 plugins: $plugins" | tee -a "$out/summary.txt"
+  mkdir -p "$out/diag"
+  for entry in $plugins "pytest=pytest" "jax=jax" "torch=torch"; do
+    module=${entry#*=}
+    (cd /tmp && timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -c "import $module" \
+      >"$out/diag/import-${entry%%=*}.log" 2>&1
+     echo "memcheck: import $module (${entry%%=*}): exit $?" | tee -a "$out/summary.txt") &
+  done
+  for disable in "" 1; do
+    (cd /tmp && PYTEST_DISABLE_PLUGIN_AUTOLOAD=$disable timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
+      python3 -m pytest --version >"$out/diag/pytest-version-noautoload$disable.log" 2>&1
+     echo "memcheck: pytest --version, PYTEST_DISABLE_PLUGIN_AUTOLOAD='$disable': exit $?" | tee -a "$out/summary.txt") &
+  done
+  wait
+  for tool in memcheck racecheck synccheck; do
+    (cd /tmp && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 \
+      timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 -m pytest -q -x -p no:cacheprovider $SANITIZE_TESTS -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_oracle}" \
+      >"$out/diag/pytest-$tool-noautoload.log" 2>&1
+     echo "compute-sanitizer $tool over the GPU tests, plugin autoload off: exit $? $(grep -m1 'ERROR SUMMARY\|RACECHECK SUMMARY' \
+       "$out/diag/pytest-$tool-noautoload.log") $(grep -E -m1 '[0-9]+ (passed|failed)' "$out/diag/pytest-$tool-noautoload.log")" \
+       | tee -a "$out/summary.txt") &
+  done
+  wait
 }
 
 # Every standard problem of BENCHMARKS.md, bf16, forward and forward+backward, against cuDNN dense
