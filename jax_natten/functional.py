@@ -15,7 +15,7 @@ from jax_natten.manual_axes import varying_alike
 
 
 def _attention(query, key, value, kernel_size, stride, dilation, is_causal, scale,
-               additional_keys, additional_values, rpb, return_lse, backend, rank, deterministic=False):
+               additional_keys, additional_values, rpb, return_lse, backend, rank, deterministic):
     inputs = checks.attention_inputs(query, key, value, kernel_size, stride, dilation, is_causal,
                                      scale, additional_keys, additional_values, rpb, return_lse, rank)
     checks.flag("deterministic", deterministic)

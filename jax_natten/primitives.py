@@ -371,7 +371,7 @@ class Operators:
             lambda q, k, v, b: self.shards.fused_forward(q, k, v, b, nbhd, scale),
             fused_forward_layout(query, key, nbhd, rpb is not None), (query, key, value), rpb)
 
-    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale, deterministic=False):
+    def fused_backward(self, query, key, value, d_out, lse, delta, nbhd: Neighborhood, scale, deterministic):
         """`(d_query float32, d_key, d_value)` of the window attention without bias, from the
         window's lse and delta = rowsum(d_out * out) - d_lse (float32). `deterministic`: d_query
         from a Q-tile kernel without atomics, the same bits run after run (else added by atomics)."""

@@ -43,8 +43,18 @@ def test_emulated_sweep_matches_float64():
 ONE_CLASS_DTYPES = {"float16", "float32"}
 
 
-BACKWARD_SUMMARY = r"^backward float16 head_dim class 64: (\d+) cases, 0 failed"
-DETERMINISTIC_SUMMARY = r"^backward \(deterministic\) float16 head_dim class 64: (\d+) cases, 0 failed"
+
+
+def _backward_summary(output, deterministic=False):
+    """{(dtype, head-dim class): cases} of the backward sweeps' summary lines with 0 failures."""
+    mode = r" \(deterministic\)" if deterministic else ""
+    return {(d, int(c)): int(n) for d, c, n in
+            re.findall(rf"^backward{mode} (\w+) head_dim class (\d+): (\d+) cases, 0 failed", output, re.M)}
+
+
+def _per_dtype(cases, classes=(64,)):
+    """The summary of a backward run of `cases` per dtype (float16 and bfloat16) at `classes`."""
+    return {(dtype, c): cases for dtype in ("float16", "bfloat16") for c in classes}
 
 
 def test_race_shadow_clean():
@@ -55,10 +65,10 @@ def test_race_shadow_clean():
     assert {d for d, *_ in _summary(done.stdout)} == ONE_CLASS_DTYPES
     done = emu.run(binary, 3, seed=2, backward=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "races" not in done.stderr and re.search(BACKWARD_SUMMARY, done.stdout, re.M)
+    assert "races" not in done.stderr and _backward_summary(done.stdout) == _per_dtype(3)
     done = emu.run(binary, 2, seed=2, backward=True, deterministic=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "races" not in done.stderr and re.search(DETERMINISTIC_SUMMARY, done.stdout, re.M)
+    assert "races" not in done.stderr and _backward_summary(done.stdout, deterministic=True) == _per_dtype(2)
 
 
 def test_thread_sanitizer_clean():
@@ -67,24 +77,26 @@ def test_thread_sanitizer_clean():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "ThreadSanitizer" not in done.stderr
     assert {d for d, *_ in _summary(done.stdout)} == ONE_CLASS_DTYPES
-    # One case on OS threads: the backward's CPU time varies 5x with the drawn shape; seed 4's
-    # (drawn with rng() % n only, the same everywhere) takes about 20 s under TSan.
+    # One case per dtype on OS threads: the backward's CPU time varies 5x with the drawn shape;
+    # seed 4's (drawn with rng() % n only, the same everywhere and for both dtypes) takes about
+    # 20 s under TSan.
     done = emu.run(binary, 1, seed=4, lanes="threads", backward=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "ThreadSanitizer" not in done.stderr and re.search(BACKWARD_SUMMARY, done.stdout, re.M)
+    assert "ThreadSanitizer" not in done.stderr and _backward_summary(done.stdout) == _per_dtype(1)
 
 
 def test_backward_matches_float64():
-    done = emu.run(emu.build(emu.ONE_CLASS), 30, seed=5, backward=True)
+    # CASES_PER_DTYPE random cases of every parameter class but RPB, in float16 and in bfloat16.
+    done = emu.run(emu.build(emu.ONE_CLASS), CASES_PER_DTYPE, seed=5, backward=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert int(re.search(BACKWARD_SUMMARY, done.stdout, re.M).group(1)) == 30
+    assert _backward_summary(done.stdout) == _per_dtype(CASES_PER_DTYPE), done.stdout[-2000:]
 
 
 def test_deterministic_backward_keeps_its_bits_and_matches_float64():
     # dQ from the Q-tile kernel (d_query poisoned), each case run 3 times with the same bits.
     done = emu.run(emu.build(emu.ONE_CLASS), 20, seed=7, backward=True, deterministic=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert int(re.search(DETERMINISTIC_SUMMARY, done.stdout, re.M).group(1)) == 20
+    assert _backward_summary(done.stdout, deterministic=True) == _per_dtype(20), done.stdout[-2000:]
 
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
@@ -92,9 +104,7 @@ def test_backward_every_class_matches_float64(deterministic):
     # Every backward instantiation (head-dim classes 32, 64 and 128) on the build of every class.
     done = emu.run(emu.build(), 18, seed=6, backward=True, deterministic=deterministic)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    summary = re.findall(r"^backward(?: \(deterministic\))? float16 head_dim class (\d+): (\d+) cases, 0 failed",
-                         done.stdout, re.M)
-    assert {int(c) for c, _ in summary} == {32, 64, 128} and sum(int(n) for _, n in summary) == 18, done.stdout
+    assert _backward_summary(done.stdout, deterministic) == _per_dtype(6, classes=(32, 64, 128)), done.stdout
 
 
 # Not among them: the barrier before the next loads. The emulation lands a cp.async at its wait,

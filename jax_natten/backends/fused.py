@@ -177,5 +177,5 @@ class FusedBackend:
                   deterministic=False):
         """`deterministic`: the fused backward kernel's dQ without atomics (a Q-tile kernel that
         recomputes the scores), so that gradients keep their bits run after run."""
-        return _attention(self.gemm, nbhd, scale, bool(deterministic), query, key, value, rpb, additional_keys,
+        return _attention(self.gemm, nbhd, scale, deterministic, query, key, value, rpb, additional_keys,
                           additional_values)

@@ -9,10 +9,12 @@
 //                                             "threads": the thread backend (ThreadSanitizer),
 //                                             else fibers. Built with -DJAX_NATTEN_FUSED_ONE_CLASS:
 //                                             float16 and float32 (the two MMA paths), head-dim
-//                                             class 64 only (quick builds for the sanitizer and
-//                                             mutant runs).
+//                                             class 64 only, with the backward in float16 and
+//                                             bfloat16 (quick builds for the sanitizer and mutant
+//                                             runs).
 //   fused_emu_test backward [cases [seed [threads]]]
-//                                             the fused backward on float16 cases without RPB,
+//                                             the fused backward on float16 and bfloat16 cases
+//                                             (cases per dtype) without RPB,
 //                                             after the forward: dQ, dK, dV against float64, with
 //                                             an LSE cotangent; dK and dV poisoned, so a key that
 //                                             no CTA writes fails. Cases spread over head-dim
@@ -402,27 +404,34 @@ double run_backward_case(const FusedParams& shape, std::mt19937& rng, Lanes lane
   return std::max({relative_error(want_dq, d_query), relative_error(want_dk, d_key), relative_error(want_dv, d_value)});
 }
 
-// float16 backward cases at head-dim class kHeadDim, against twice the forward's tolerance (dS and
-// P are rounded to float16 before their GEMMs).
-template <int kHeadDim>
-int backward_sweep(int cases, unsigned seed, Lanes lanes, bool deterministic) {
+// Backward cases of element type E at head-dim class kHeadDim, against twice the forward's
+// tolerance (dS and P are rounded to E before their GEMMs).
+template <class E, int kHeadDim>
+int backward_sweep(const char* name, int cases, unsigned seed, Lanes lanes, bool deterministic) {
   std::mt19937 rng(seed * 1000 + 7);
   int failures = 0;
   double worst = 0;
   for (int c = 0; c < cases; ++c) {
-    const FusedParams p = random_case(rng, kHeadDim, kv_tile_rows(kHeadDim, 2));
-    const double error = run_backward_case<cute::half_t, kHeadDim>(p, rng, lanes, deterministic);
+    const FusedParams p = random_case(rng, kHeadDim, kv_tile_rows(kHeadDim, sizeof(E)));
+    const double error = run_backward_case<E, kHeadDim>(p, rng, lanes, deterministic);
     worst = std::max(worst, error);
-    if (!(error < 2 * tolerance<cute::half_t>())) {
+    if (!(error < 2 * tolerance<E>())) {
       ++failures;
-      std::printf("FAILED backward%s float16 case %d:", deterministic ? " (deterministic)" : "", c);
+      std::printf("FAILED backward%s %s case %d:", deterministic ? " (deterministic)" : "", name, c);
       print_shape(p);
       std::printf(": rel %.3g\n", error);
     }
   }
-  std::printf("backward%s float16 head_dim class %d: %d cases, %d failed, worst relative error %.3g\n",
-              deterministic ? " (deterministic)" : "", kHeadDim, cases, failures, worst);
+  std::printf("backward%s %s head_dim class %d: %d cases, %d failed, worst relative error %.3g\n",
+              deterministic ? " (deterministic)" : "", name, kHeadDim, cases, failures, worst);
   return failures;
+}
+
+// The backward at head-dim class kHeadDim in both of its element types.
+template <int kHeadDim>
+int backward_sweeps(int cases, unsigned seed, Lanes lanes, bool deterministic) {
+  return backward_sweep<cute::half_t, kHeadDim>("float16", cases, seed, lanes, deterministic) +
+         backward_sweep<cute::bfloat16_t, kHeadDim>("bfloat16", cases, seed, lanes, deterministic);
 }
 
 }  // namespace
@@ -443,15 +452,15 @@ int main(int argc, char** argv) {
   const Lanes lanes = argc > 3 && std::string(argv[3]) == "threads" ? Lanes::kThreads : Lanes::kFibers;
   int failures = 0;
 #ifdef JAX_NATTEN_FUSED_ONE_CLASS
-  if (backward) return backward_sweep<64>(cases, seed, lanes, deterministic) != 0;
+  if (backward) return backward_sweeps<64>(cases, seed, lanes, deterministic) != 0;
   failures += sweep<cute::half_t, 64>("float16", cases, seed, lanes);
   failures += sweep<float, 64>("float32", cases, seed, lanes);
 #else
   if (backward) {
     const int third = cases / 3;
-    failures += backward_sweep<32>(third, seed, lanes, deterministic);
-    failures += backward_sweep<64>(third, seed, lanes, deterministic);
-    failures += backward_sweep<128>(cases - 2 * third, seed, lanes, deterministic);
+    failures += backward_sweeps<32>(third, seed, lanes, deterministic);
+    failures += backward_sweeps<64>(third, seed, lanes, deterministic);
+    failures += backward_sweeps<128>(cases - 2 * third, seed, lanes, deterministic);
     return failures != 0;
   }
   // Per dtype: 35% of the cases at head-dim class 32, 35% at 64, 20% at 128, the rest at 256.
