@@ -99,6 +99,25 @@ print(' '.join(sorted({e.name + '=' + e.value.split(':')[0] for e in entry_point
   wait
 }
 
+# The GPU oracle tests one per process under each tool (sanitize_diag: a second test in one process
+# crashes the tool's run), 8 processes at a time; one line per test and tool in summary.txt.
+sanitize_per_test() {
+  local tests
+  tests=$(cd /tmp && JAX_NATTEN_GPU_CHUNKS=1 python3 -m pytest -q --collect-only -p no:cacheprovider $SANITIZE_TESTS \
+    -k "${JAX_NATTEN_SANITIZE_FILTER:-matches_oracle}" 2>/dev/null | grep '::' | sed "s|^|$repo/|")
+  mkdir -p "$out/per_test"
+  for tool in memcheck racecheck synccheck; do
+    for test in $tests; do
+      echo "$tool $test"
+    done
+  done | xargs -P 8 -L 1 bash -c 'cd /tmp && log="'"$out"'/per_test/$0-$(echo "$1" | tr -c "A-Za-z0-9_.-" _).log"
+    JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
+      timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $0 --error-exitcode 9 \
+      python3 -m pytest -q -p no:cacheprovider "$1" >"$log" 2>&1
+    echo "compute-sanitizer $0 $1: exit $? $(grep -m1 "ERROR SUMMARY\|RACECHECK SUMMARY" "$log")" >>"'"$out"'/summary.txt"'
+  grep -c ": exit 0" "$out/summary.txt"
+}
+
 # Every standard problem of BENCHMARKS.md, bf16, forward and forward+backward, against cuDNN dense
 # attention in the same run. The float64 reference check is skipped on the large problems (it
 # takes minutes there); the GPU tests check every backend's numbers instead.
