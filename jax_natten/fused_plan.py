@@ -127,7 +127,7 @@ def _static_entry(dtype: str, head_class: int):
         return None
     table = json.loads(STATIC_TABLE.read_text())
     return next((e for e in table.get("kernels", []) if e.get("dtype") == dtype and e.get("head_dim") == head_class
-                 and e.get("arch") == "sm_90a"), None)
+                 and e.get("arch") == "sm_90a" and e.get("kernel") == "forward"), None)
 
 
 def _check(spatial_shape, nbhd: Neighborhood, head_dim: int, head_dim_v: int, dtype: str) -> int:

@@ -74,10 +74,6 @@ BUDGETS = (
                "fragments through ldmatrix (float32: on 32-bit elements), V^T through ldmatrix.trans in "
                "float16/bfloat16 and plain LDS in float32 (no 32-bit transpose), cp.async gathers; "
                "__launch_bounds__ allows the full file"),
-    Budget("jax_natten::fused::backward_kernel<*BackwardConfig<*, 32> > >", arch="sm_80", registers=255,
-           stack_bytes=24, spill_bytes=56, expect=("HMMA", "LDSM", "LDGSTS"),
-           why="KNOWN DEFECT (not in CI's build, measured with nvcc -Xptxas -v): head dim 32 on sm_80 is "
-               "allocated 128 registers and spills 28 + 28 B (0 on sm_90a)"),
     Budget("jax_natten::fused::backward_kernel<*", registers=255, expect=("HMMA", "LDSM", "LDGSTS"),
            why="fused backward: the KV-tile kernel on 8 warps, 4 x 2 over every product, so dK/dV take 64 "
                "float32 registers a thread at head dim 128, P and dS through shared memory (32-bit stores, "
