@@ -6,6 +6,7 @@ the pytest workers share it. `mutate` builds from a copy of cuda/include with on
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import pathlib
@@ -69,6 +70,16 @@ def build(flags=(), include: pathlib.Path = INCLUDE, optimize="-O2") -> pathlib.
     if binary.exists():
         return binary
     CACHE.mkdir(parents=True, exist_ok=True)
+    # One build per binary: a pytest worker that wants it while another builds it waits (the build
+    # of every class takes minutes of a core).
+    with open(binary.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            _compile(binary, flags, include)
+    return binary
+
+
+def _compile(binary: pathlib.Path, flags, include: pathlib.Path):
     cuda = cuda_include()
     partial = binary.with_suffix(f".{os.getpid()}.partial")
     common = ["g++", "-std=c++20", "-Wno-deprecated-declarations", "-pthread", f"-I{include}",
@@ -85,8 +96,7 @@ def build(flags=(), include: pathlib.Path = INCLUDE, optimize="-O2") -> pathlib.
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"build failed: {' '.join(command)}\n{done.stderr[-4000:]}")
-    os.replace(partial, binary)  # atomic: a concurrent worker either sees the whole file or builds its own
-    return binary
+    os.replace(partial, binary)  # atomic: a worker that checks without the lock sees the whole file or none
 
 
 def mutate(edit_file: str, old: str, new: str, directory: pathlib.Path) -> pathlib.Path:

@@ -9,17 +9,16 @@
 //                                             "threads": the thread backend (ThreadSanitizer),
 //                                             else fibers. Built with -DJAX_NATTEN_FUSED_ONE_CLASS:
 //                                             float16 and float32 (the two MMA paths), head-dim
-//                                             class 64 only, with the backward in float16 and
-//                                             bfloat16 (quick builds for the sanitizer and mutant
-//                                             runs).
+//                                             class 64 only (quick builds for the sanitizer and
+//                                             mutant runs).
 //   fused_emu_test backward [cases [seed [threads]]]
-//                                             the fused backward on float16 and bfloat16 cases
-//                                             (cases per dtype) without RPB,
+//                                             the fused backward on cases without RPB,
 //                                             after the forward: dQ, dK, dV against float64, with
 //                                             an LSE cotangent; dK and dV poisoned, so a key that
-//                                             no CTA writes fails. Cases spread over head-dim
-//                                             classes 32, 64 and 128 (every backward
-//                                             instantiation); one-class builds: 64 only.
+//                                             no CTA writes fails. Cases per dtype (float16 and
+//                                             bfloat16) spread over head-dim classes 32, 64 and
+//                                             128 (every backward instantiation); one-class
+//                                             builds: float16 at class 64 only.
 //   fused_emu_test backward-deterministic [...]  the same with dQ from the Q-tile kernel
 //                                             (backward_dq.h; d_query poisoned too), each case
 //                                             run 3 times: dQ, dK and dV must keep their bits.
@@ -427,13 +426,6 @@ int backward_sweep(const char* name, int cases, unsigned seed, Lanes lanes, bool
   return failures;
 }
 
-// The backward at head-dim class kHeadDim in both of its element types.
-template <int kHeadDim>
-int backward_sweeps(int cases, unsigned seed, Lanes lanes, bool deterministic) {
-  return backward_sweep<cute::half_t, kHeadDim>("float16", cases, seed, lanes, deterministic) +
-         backward_sweep<cute::bfloat16_t, kHeadDim>("bfloat16", cases, seed, lanes, deterministic);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -452,15 +444,19 @@ int main(int argc, char** argv) {
   const Lanes lanes = argc > 3 && std::string(argv[3]) == "threads" ? Lanes::kThreads : Lanes::kFibers;
   int failures = 0;
 #ifdef JAX_NATTEN_FUSED_ONE_CLASS
-  if (backward) return backward_sweeps<64>(cases, seed, lanes, deterministic) != 0;
+  if (backward) return backward_sweep<cute::half_t, 64>("float16", cases, seed, lanes, deterministic) != 0;
   failures += sweep<cute::half_t, 64>("float16", cases, seed, lanes);
   failures += sweep<float, 64>("float32", cases, seed, lanes);
 #else
   if (backward) {
+    // Per dtype: a third of the cases at each head-dim class.
     const int third = cases / 3;
-    failures += backward_sweeps<32>(third, seed, lanes, deterministic);
-    failures += backward_sweeps<64>(third, seed, lanes, deterministic);
-    failures += backward_sweeps<128>(cases - 2 * third, seed, lanes, deterministic);
+    failures += backward_sweep<cute::half_t, 32>("float16", third, seed, lanes, deterministic);
+    failures += backward_sweep<cute::bfloat16_t, 32>("bfloat16", third, seed, lanes, deterministic);
+    failures += backward_sweep<cute::half_t, 64>("float16", third, seed, lanes, deterministic);
+    failures += backward_sweep<cute::bfloat16_t, 64>("bfloat16", third, seed, lanes, deterministic);
+    failures += backward_sweep<cute::half_t, 128>("float16", cases - 2 * third, seed, lanes, deterministic);
+    failures += backward_sweep<cute::bfloat16_t, 128>("bfloat16", cases - 2 * third, seed, lanes, deterministic);
     return failures != 0;
   }
   // Per dtype: 35% of the cases at head-dim class 32, 35% at 64, 20% at 128, the rest at 256.
