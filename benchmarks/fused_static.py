@@ -13,9 +13,9 @@ copy).
                                     [--warps N --kv-rows M]   (a tile shape other than kernel.h's default)
 
 SASS counts a kernel's instructions as the CI gate does (NOPs and never-issued "@!PT" placeholders
-included), LDS its plain shared loads (the opcode LDS alone; ldmatrix is LDSM): the MMA operands come
-through ldmatrix, so LDS are the scalar reads of the key table, and in float32 the V fragments
-(ldmatrix cannot transpose 32-bit elements). "ptxas spill bytes" is ptxas' own -v report (spill stores + loads).
+included); LDS counts the opcode LDS alone (ldmatrix is LDSM): the MMA operands come through
+ldmatrix, so LDS are the scalar reads of the key table, and in float32 the V fragments (ldmatrix
+cannot transpose 32-bit elements). "ptxas spill bytes" is ptxas' own -v report (stores + loads).
 """
 
 from __future__ import annotations
