@@ -1,9 +1,12 @@
 // The nanobind module jax_natten._cuda: a dict of the FFI handlers, which Python registers with
-// XLA under the "jax_natten_" prefix, and the CUDA architectures the kernels were compiled for.
+// XLA under the "jax_natten_" prefix, the CUDA architectures the kernels were compiled for, and
+// which kernel instantiations were built.
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include <type_traits>
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/api.h"
@@ -22,6 +25,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedBackward);
 std::vector<int> JaxNattenFusedHeadDimClasses();  // cuda/ffi/fused.cu
 int JaxNattenFusedQTileRows();
 std::vector<int> JaxNattenFusedKvTileRows(int element_bytes);
+std::vector<std::string> JaxNattenUnfusedInstances();  // cuda/ffi/unfused.cu
 
 namespace {
 
@@ -53,4 +57,5 @@ NB_MODULE(_cuda, m) {
   m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClasses);
   m.def("fused_q_tile_rows", &JaxNattenFusedQTileRows);
   m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRows, nb::arg("element_bytes"));  // per head-dim class
+  m.def("unfused_instances", &JaxNattenUnfusedInstances);
 }

@@ -28,7 +28,8 @@ from jax.sharding import PartitionSpec as P
 
 import jax_natten as jn
 import jax_natten.cuda
-from jax_natten import backends
+from jax_natten import backends, checks
+from jax_natten.backends import unfused
 from conftest import require_emulation
 from test_unfused_cuda import TOLERANCE, check_config, random_config, relative_error
 
@@ -104,3 +105,28 @@ def test_emulated_backends_are_explicit_only():
     for name in EMULATED:
         # They can run here (the rest of this file calls them by name) but backend=None never takes them.
         assert name in backends.names() and "only when named" in explanation.reasons[name]
+
+
+def test_built_instances_cover_every_call():
+    """The emulation builds every instantiation, and its names are the ones the backends ask for:
+    each operator on each dtype finds every PN/NN/IN instantiation it may call."""
+    built = jax_natten.cuda.unfused_instances("cpu")
+    assert len(built) == 2 * 3 * 5  # (naive, gemm) x (PN, NN, IN) x the dtype pairs of CMakeLists.txt
+    for variant in ("naive", "gemm"):
+        for operator in ("attention", "qk", "av"):
+            for dtype in unfused.CUDA_DTYPES:
+                assert set(unfused.needed_instances(variant, operator, dtype)) <= built, (variant, operator, dtype)
+
+
+def test_backends_pass_over_a_build_that_lacks_instances(monkeypatch):
+    """A build with one dtype pair per operator (CMake's JAX_NATTEN_CUDA_UNFUSED=minimal) leaves the
+    gemm kernels and the fused backend that falls back on them unsupported, with the missing names."""
+    minimal = frozenset(f"{variant}_{pair}" for variant in ("naive", "gemm")
+                        for pair in ("pn_float32", "nn_float16_f32w", "in_bfloat16"))
+    monkeypatch.setattr(jax_natten.cuda, "unfused_instances", lambda platform="CUDA": minimal)
+    by_name = {b.name: b for b in backends.BACKENDS}
+    request = backends.Request("attention", "cpu", "float16", (9,), 2, 2, 8, 8, checks.neighborhood((9,), 3))
+    for name in ("gemm-emulated", "fused-emulated"):
+        reason = by_name[name].unsupported(request)
+        assert reason is not None and "gemm_pn_float16_f32w" in reason and "minimal" in reason, reason
+    assert "naive_pn_float16_f32w" in by_name["naive-emulated"].unsupported(request)

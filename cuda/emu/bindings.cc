@@ -1,9 +1,12 @@
 // The nanobind module jax_natten._emulation: a dict of the host-emulation FFI handlers, which
 // Python registers with XLA for the CPU platform under the CUDA handlers' names, and the fused
-// forward's built head-dim classes and tile shape (as jax_natten._cuda reports its own).
+// forward's built head-dim classes and tile shape and the built unfused instantiations (as
+// jax_natten._cuda reports its own).
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/api.h"
@@ -21,6 +24,7 @@ XLA_FFI_DECLARE_HANDLER_SYMBOL(JaxNattenFusedBackwardHost);
 std::vector<int> JaxNattenFusedHeadDimClassesHost();  // cuda/emu/fused.cc
 int JaxNattenFusedQTileRowsHost();
 std::vector<int> JaxNattenFusedKvTileRowsHost(int element_bytes);
+std::vector<std::string> JaxNattenUnfusedInstancesHost();  // cuda/emu/unfused.cc
 
 NB_MODULE(_emulation, m) {
   m.def("registrations", []() {
@@ -38,4 +42,5 @@ NB_MODULE(_emulation, m) {
   m.def("fused_head_dim_classes", &JaxNattenFusedHeadDimClassesHost);
   m.def("fused_q_tile_rows", &JaxNattenFusedQTileRowsHost);
   m.def("fused_kv_tile_rows", &JaxNattenFusedKvTileRowsHost, nb::arg("element_bytes"));  // per head-dim class
+  m.def("unfused_instances", &JaxNattenUnfusedInstancesHost);
 }

@@ -3,6 +3,9 @@
 // are unfused_ffi.h's; the instantiations are compiled in generated units (CMakeLists.txt).
 #include <cuda_runtime.h>
 
+#include <string>
+#include <vector>
+
 #include "jax_natten/exec/device_launch.cuh"
 #include "jax_natten/unfused_ffi.h"
 #include "jax_natten/unfused_instances.h"  // generated: the built instantiations
@@ -16,6 +19,9 @@ namespace ffi = xla::ffi;
 
 auto CudaBind() { return ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>(); }
 }  // namespace
+
+// The built instantiations' names (<implementation>_<operator>_<dtype name>, CMakeLists.txt).
+std::vector<std::string> JaxNattenUnfusedInstances() { return {JAX_NATTEN_UNFUSED_INSTANCES}; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxNattenPnNaive, [](cudaStream_t stream, auto... args) { return jax_natten::PnHandler<Naive>(DeviceLaunch{stream}, args...); },

@@ -16,11 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_natten import cuda
 from jax_natten.backends import extra_kv, reference
 from jax_natten.neighborhood import Neighborhood, token_slot_tables
 from jax_natten.primitives import Operators
 
 CUDA_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def needed_instances(implementation: str, operator: str, dtype: str) -> tuple[str, ...]:
+    """The kernel instantiations (`cuda.unfused_instances`' names) that `operator` and its gradient
+    may call on `dtype` tensors: PN, NN and IN with float32 attention weights (attention's logits
+    and probabilities), and for qk/av also with weights in the tensors' dtype."""
+    pairs = {"float32"} if dtype == "float32" else {f"{dtype}_f32w"} | ({dtype} if operator != "attention" else set())
+    return tuple(f"{implementation}_{op}_{pair}" for op in ("pn", "nn", "in") for pair in sorted(pairs))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -89,6 +98,12 @@ class UnfusedBackend:
             return reason
         if request.dtype not in CUDA_DTYPES:
             return f"dtype {request.dtype}: the CUDA kernels take {', '.join(CUDA_DTYPES)}"
+        built = cuda.unfused_instances(self.kernels.shards.platform)
+        missing = [name for name in needed_instances(self.kernels.shards.variant, request.operator, request.dtype)
+                   if name not in built]
+        if missing:
+            return (f"this build lacks the kernel instantiations {', '.join(missing)} (JAX_NATTEN_CUDA_UNFUSED=minimal "
+                    "builds one dtype pair per operator; rebuild with the default, all)")
         if request.head_dim % self.head_dim_multiple or request.head_dim_v % self.head_dim_multiple:
             return (f"head_dim {request.head_dim} / head_dim_v {request.head_dim_v}: the {self.name} kernels "
                     f"need multiples of {self.head_dim_multiple}")

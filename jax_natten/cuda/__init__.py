@@ -84,6 +84,15 @@ def fused_head_dim_classes(platform: str = "CUDA") -> tuple[int, ...]:
     return () if module is None else tuple(module.fused_head_dim_classes())
 
 
+def unfused_instances(platform: str = "CUDA") -> frozenset[str]:
+    """The unfused kernel instantiations the extension of `platform` (`fused_extension`) was built
+    with, named `<implementation>_<operator>_<dtype pair>` (e.g. "gemm_pn_float16_f32w": PN of the
+    gemm kernels on float16 tensors with float32 attention weights; CMakeLists.txt's UNFUSED_DTYPES),
+    empty without it. A CUDA build with JAX_NATTEN_CUDA_UNFUSED=minimal has one pair per operator."""
+    module = fused_extension(platform)
+    return frozenset() if module is None else frozenset(module.unfused_instances())
+
+
 def embedded_archs() -> str | None:
     """The CMake CUDA architectures the extension was built for, e.g. "80-real,90a-real,80-virtual"
     (None without the extension)."""
