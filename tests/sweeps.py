@@ -39,7 +39,7 @@ import jax_natten
 LONG = os.environ.get("JAX_NATTEN_LONG") == "1"
 LONG_COUNT = int(os.environ.get("JAX_NATTEN_LONG_COUNT", "10000"))
 LONG_MAX_TOKENS = 64  # small problems: the long mode's time is the compiles, one per configuration
-CPU_BACKENDS = ("reference",)  # CPU-runnable: the long sweep, tests/test_numerics.py, tests/test_determinism.py
+CPU_BACKENDS = ("reference", "blocked")  # CPU-runnable: the long sweep, tests/test_numerics.py, tests/test_determinism.py
 
 
 configs = oracle.sweep

@@ -10,17 +10,18 @@ for every batch, dilation group and head at once), computes the tile's scores as
 masks the pairs outside the windows (a static table of the distinct tile masks: interior tiles
 share one), takes one softmax over the whole box and a second matmul, and writes the tile's
 output and LSE into the carry in place. Nothing of size tokens x window exists: a step holds
-one tile's scores per (batch, group, head). Scores are laid out `[..., rows, box]`, so that both
-matmuls read their operands in place and the softmax reduces along contiguous memory (measured
-on the 2-core CPU: 1.3x faster per step than box-major scores, whose second matmul reads its
-left operand transposed).
+one tile's scores per (batch, group, head). Scores are laid out `[..., rows, box]`: the softmax
+reduces along contiguous memory, and the backward's five products read their operands as the
+forward's two do (on the 2-core CPU the forward takes the same time as with box-major scores).
 
 Backward (custom_vjp), the flash-attention backward in one pass that walks the query tiles the
-same way: it recomputes each tile's scores, `p = exp(s - lse)`, `ds = p * (dO.v - delta)` with
-`delta = rowsum(dO * O) - dLSE` (so a loss that uses the LSE gets its gradient), writes `dQ =
-ds.k`, and adds `dK += ds^T.q`, `dV += p^T.dO` into the tile's key box (five matmuls per tile; a
-second pass over key tiles would recompute the scores for dK and dV, seven). Additional keys and
-values are merged outside the tiles through the LSE (exact).
+same way: it recomputes each tile's scores and probabilities `p` (normalized as the forward
+normalizes them, from each row's maximum and sum, not as `exp(s - lse)`, which loses precision
+at large scores), `ds = p * (dO.v - delta)` with `delta = rowsum(dO * O) - dLSE` (so a loss that
+uses the LSE gets its gradient), writes `dQ = ds.k`, and adds `dK += ds^T.q`, `dV += p^T.dO` into
+the tile's key box (five matmuls per tile; a second pass over key tiles would recompute the
+scores for dK and dV, seven). Additional keys and values are merged outside the tiles, exactly:
+through the LSE forward, through the rows' maxima and sums backward.
 
 Tile rule (`plan`): the per-axis tiles (powers of two; a GQA group's query heads share a tile's
 rows) with the least estimated cost, computed pairs times `1 + MATMUL_HALF_ROWS / rows`: on a
@@ -316,6 +317,23 @@ def _scores(qt, kt, mask, bias):
     return jnp.where(mask[None, :, None, None], s, -jnp.inf)
 
 
+def _weighted_values(e, vt):
+    """`e.v` over a key box. A non-finite value reaches only the rows that attend to it (the
+    README's policy): the box also holds keys outside a row's window, whose weight 0 would turn a
+    NaN or Inf into NaN, so a box with one takes the product of its finite part and, where a row
+    attends to a non-finite entry, the plain product."""
+    def plain(e, vt):
+        return jnp.einsum("bzhpmn,bzhnd->bzhpmd", e, vt, precision=HIGHEST)
+
+    def masked(e, vt):
+        finite = jnp.isfinite(vt)
+        reads = jnp.einsum("bzhpmn,bzhnd->bzhpmd", (e > 0).astype(e.dtype), (~finite).astype(e.dtype),
+                           precision=HIGHEST) > 0
+        return jnp.where(reads, plain(e, vt), plain(e, jnp.where(finite, vt, 0)))
+
+    return lax.cond(jnp.isfinite(vt).all(), plain, masked, e, vt)
+
+
 def _walk(axes, step, carry):
     """`lax.scan` of `step(carry, rows, boxes, offsets, mask_index)` over the tiles."""
     def body(carry, xs):
@@ -345,7 +363,7 @@ def _forward(query, key, value, rpb, extra_keys, extra_values, p: Plan, scale):
         m = _finite(s.max(-1))
         e = jnp.exp(s - m[..., None])
         total = e.sum(-1)
-        o = jnp.einsum("bzhpmn,bzhnd->bzhpmd", e, vt, precision=HIGHEST) / jnp.where(total > 0, total, 1)[..., None]
+        o = _weighted_values(e, vt) / jnp.where(total > 0, total, 1)[..., None]
         return _place(out, o, rows, tiles), _place(lse, m + jnp.log(total), rows, tiles)
 
     out, lse = _walk(axes, step, (jnp.zeros_like(qr, shape=qr.shape[:-1] + vr.shape[-1:]), jnp.zeros_like(qr[..., 0])))
@@ -366,20 +384,40 @@ def _backward(query, key, value, rpb, extra_keys, extra_values, out, lse, d_out,
     heads_kv = key.shape[-2]
     q, k, v, do = query.astype(acc) * scale, key.astype(acc), value.astype(acc), d_out.astype(acc)
     delta = jnp.sum(do * out.astype(acc), -1) - d_lse.astype(acc)
-    lse = _finite(lse)
-    qr, kr, vr, dor, lser, deltar = (_regroup(x, p, heads_kv) for x in (q, k, v, do, lse, delta))
+    # The probabilities are recomputed as the forward computes them, from each row's maximum
+    # score and sum over its window (and the additional tokens), not as exp(s - lse): lse holds
+    # the scores' magnitude, and at scores near 1e4 its float32 rounding alone puts 4e-5 on every
+    # probability of the row.
+    extra_max = extra_total = None
+    if extra_keys is not None:
+        s_extra = extra_logits(q, extra_keys.astype(acc), 1.0)
+        extra_max = _finite(s_extra.max(-1))
+        extra_total = jnp.exp(s_extra - extra_max[..., None]).sum(-1)
+        extra_max, extra_total = (x.reshape(lse.shape) for x in (extra_max, extra_total))
+    qr, kr, vr, dor, deltar = (_regroup(x, p, heads_kv) for x in (q, k, v, do, delta))
+    extra_r = None if extra_keys is None else tuple(_regroup(x, p, heads_kv) for x in (extra_max, extra_total))
     axes = p.axes()
     tiles, boxes_shape = tuple(a.tile for a in axes), tuple(a.box for a in axes)
     masks = _mask_table(axes)
 
     def step(carry, rows, boxes, offsets, mask_index):
-        dq, dk, dv, d_rpb = carry
+        dq, dk, dv, d_rpb, row_max, row_total = carry
         qt, dot = (_tile(x, rows, tiles) for x in (qr, dor))
-        lse_t, delta_t = (_tile(x, rows, tiles)[..., None] for x in (lser, deltar))
+        delta_t = _tile(deltar, rows, tiles)[..., None]
         kt, vt = (_tile(x, boxes, boxes_shape)[:, :, :, 0] for x in (kr, vr))
         bias, bias_back = (None, None) if rpb is None else jax.vjp(
             lambda table: _bias(table, offsets, p.nbhd.kernel_size, heads_kv), rpb.astype(acc))
-        e = jnp.exp(_scores(qt, kt, masks[mask_index], bias) - lse_t)
+        s = _scores(qt, kt, masks[mask_index], bias)
+        m = s.max(-1)
+        if extra_r is not None:
+            m_extra, total_extra = (_tile(x, rows, tiles) for x in extra_r)
+            m = jnp.maximum(m, m_extra)
+        m = _finite(m)
+        e = jnp.exp(s - m[..., None])
+        total = e.sum(-1)
+        if extra_r is not None:
+            total = total + total_extra * jnp.exp(m_extra - m)
+        e = e / jnp.where(total > 0, total, 1)[..., None]
         ds = e * (jnp.einsum("bzhpmd,bzhnd->bzhpmn", dot, vt, precision=HIGHEST) - delta_t)
         if rpb is not None:
             d_rpb = d_rpb + bias_back(ds.sum((0, 1)))[0]
@@ -387,18 +425,23 @@ def _backward(query, key, value, rpb, extra_keys, extra_values, out, lse, d_out,
         # `q` holds the scale: this is `scale * ds^T.q`.
         dk_t = jnp.einsum("bzhpmn,bzhpmd->bzhnd", ds, qt, precision=HIGHEST)
         dv_t = jnp.einsum("bzhpmn,bzhpmd->bzhnd", e, dot, precision=HIGHEST)
+        if extra_r is not None:  # the additional tokens' probabilities need the rows' normalizers
+            row_max, row_total = _place(row_max, m, rows, tiles), _place(row_total, total, rows, tiles)
         return (_place(dq, dq_t, rows, tiles), _place(dk, dk_t[:, :, :, None], boxes, boxes_shape, add=True),
-                _place(dv, dv_t[:, :, :, None], boxes, boxes_shape, add=True), d_rpb)
+                _place(dv, dv_t[:, :, :, None], boxes, boxes_shape, add=True), d_rpb, row_max, row_total)
 
     # Like rpb (attention() makes it vary with the query under shard_map), as the per-step sums do.
     d_rpb = None if rpb is None else jnp.zeros_like(rpb, acc)
-    dq, dk, dv, d_rpb = _walk(axes, step, (jnp.zeros_like(qr), jnp.zeros_like(kr), jnp.zeros_like(vr), d_rpb))
+    normalizers = (None, None) if extra_r is None else (jnp.zeros_like(deltar), jnp.ones_like(deltar))
+    dq, dk, dv, d_rpb, row_max, row_total = _walk(
+        axes, step, (jnp.zeros_like(qr), jnp.zeros_like(kr), jnp.zeros_like(vr), d_rpb, *normalizers))
     dq, dk, dv = (_ungroup(x, p) for x in (dq, dk, dv))
 
     d_extra = (None, None)
     if extra_keys is not None:
         ek, ev = extra_keys.astype(acc), extra_values.astype(acc)
-        e = jnp.exp(extra_logits(q, ek, 1.0) - lse.reshape(lse.shape[0], -1, heads_kv, lse.shape[-1] // heads_kv, 1))
+        row_max, row_total = (split_heads(_ungroup(x, p)[..., None], heads_kv) for x in (row_max, row_total))
+        e = jnp.exp(s_extra - row_max) / jnp.where(row_total > 0, row_total, 1)
         split_do = split_heads(do, heads_kv)
         dp = jnp.einsum("bthgd,bnhd->bthgn", split_do, ev, precision=HIGHEST)
         ds = e * (dp - split_heads(delta[..., None], heads_kv))
