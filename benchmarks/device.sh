@@ -28,7 +28,7 @@ build() {
 
 # Tests run from /tmp so that the installed package, not the source tree, is imported.
 test() {
-  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -n 14 -p no:cacheprovider -p no:benchmark \
+  (cd /tmp && JAX_NATTEN_REQUIRE_GPU=1 python3 -m pytest -q -n ${JAX_NATTEN_TEST_WORKERS:-14} -p no:cacheprovider -p no:benchmark \
     -k "${JAX_NATTEN_TEST_FILTER:-}" $GPU_TESTS 2>&1 \
     | tee "$out/tests.log" | tail -15)
 }
@@ -100,7 +100,9 @@ print(' '.join(sorted({e.name + '=' + e.value.split(':')[0] for e in entry_point
 }
 
 # The GPU oracle tests one per process under each tool (sanitize_diag: a second test in one process
-# crashes the tool's run), 8 processes at a time; one line per test and tool in summary.txt.
+# crashes the tool's run), 8 processes at a time; one line per test and tool in summary.txt. XLA's
+# plain allocator gives each buffer its own cudaMalloc, so memcheck sees every buffer's bounds (inside
+# the BFC allocator's pool, an overrun into a neighbouring buffer is invisible to it).
 sanitize_per_test() {
   local tests
   tests=$(cd /tmp && JAX_NATTEN_GPU_CHUNKS=1 python3 -m pytest -q --collect-only -p no:cacheprovider $SANITIZE_TESTS \
@@ -110,9 +112,9 @@ sanitize_per_test() {
     for test in $tests; do
       echo "$tool $test"
     done
-  done | xargs -P 8 -L 1 bash -c 'cd /tmp && log="'"$out"'/per_test/$0-$(echo "$1" | tr -c "A-Za-z0-9_.-" _).log"
+  done | xargs -P ${SANITIZE_PROCESSES:-8} -L 1 bash -c 'cd /tmp && log="'"$out"'/per_test/$0-$(echo "$1" | tr -c "A-Za-z0-9_.-" _).log"
     JAX_NATTEN_REQUIRE_GPU=1 JAX_NATTEN_GPU_CHUNKS=1 JAX_NATTEN_GPU_SWEEP=2 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
-      timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $0 --error-exitcode 9 \
+      XLA_PYTHON_CLIENT_ALLOCATOR=platform timeout ${SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $0 --error-exitcode 9 \
       python3 -m pytest -q -p no:cacheprovider "$1" >"$log" 2>&1
     echo "compute-sanitizer $0 $1: exit $? $(grep -m1 "ERROR SUMMARY\|RACECHECK SUMMARY" "$log")" >>"'"$out"'/summary.txt"'
   grep -c ": exit 0" "$out/summary.txt"
