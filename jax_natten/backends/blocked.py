@@ -317,21 +317,33 @@ def _scores(qt, kt, mask, bias):
     return jnp.where(mask[None, :, None, None], s, -jnp.inf)
 
 
+def _plain_values(e, vt):
+    return jnp.einsum("bzhpmn,bzhnd->bzhpmd", e, vt, precision=HIGHEST)
+
+
+def _masked_values(e, vt):
+    finite = jnp.isfinite(vt)
+    reads = jnp.einsum("bzhpmn,bzhnd->bzhpmd", (e > 0).astype(e.dtype), (~finite).astype(e.dtype),
+                       precision=HIGHEST) > 0
+    return jnp.where(reads, _plain_values(e, vt), _plain_values(e, jnp.where(finite, vt, 0)))
+
+
+@jax.custom_batching.custom_vmap
 def _weighted_values(e, vt):
     """`e.v` over a key box. A non-finite value reaches only the rows that attend to it (the
     README's policy): the box also holds keys outside a row's window, whose weight 0 would turn a
     NaN or Inf into NaN, so a box with one takes the product of its finite part and, where a row
     attends to a non-finite entry, the plain product."""
-    def plain(e, vt):
-        return jnp.einsum("bzhpmn,bzhnd->bzhpmd", e, vt, precision=HIGHEST)
+    return lax.cond(jnp.isfinite(vt).all(), _plain_values, _masked_values, e, vt)
 
-    def masked(e, vt):
-        finite = jnp.isfinite(vt)
-        reads = jnp.einsum("bzhpmn,bzhnd->bzhpmd", (e > 0).astype(e.dtype), (~finite).astype(e.dtype),
-                           precision=HIGHEST) > 0
-        return jnp.where(reads, plain(e, vt), plain(e, jnp.where(finite, vt, 0)))
 
-    return lax.cond(jnp.isfinite(vt).all(), plain, masked, e, vt)
+@_weighted_values.def_vmap
+def _weighted_values_vmap(axis_size, in_batched, e, vt):
+    # The mapped axis joins the batch axis: one branch for the whole batch (vmap of the cond
+    # itself would run both branches and select).
+    e, vt = (x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape) for x, batched in zip((e, vt), in_batched))
+    out = _weighted_values(e.reshape((-1,) + e.shape[2:]), vt.reshape((-1,) + vt.shape[2:]))
+    return out.reshape((axis_size,) + e.shape[1:-1] + vt.shape[-1:]), True
 
 
 def _walk(axes, step, carry):
