@@ -50,9 +50,10 @@ MAX_TILE_ROWS = 256
 MATMUL_HALF_ROWS = 32
 # `backend=None` prefers this backend over the reference from this estimated rate up (tile
 # efficiency x rows / (rows + MATMUL_HALF_ROWS)). Measured on the 2-core CPU, float32, 4 heads,
-# head_dim 64 (benchmarks/results/2026-12-02-cpu-blocked.md): at 0.113 (3-D 8x24x24 k=3) it is
-# 1.3x / 1.7x faster forward / forward+backward, at 0.106 (1-D 4096 k=7) and 0.083 (2-D 56x56
-# k=3) the reference's forward is 1.4x / 1.5x faster (forward+backward about equal).
+# head_dim 64 (benchmarks/results/2026-12-02-cpu-blocked.md, before the one-pass backward): at
+# 0.113 (3-D 8x24x24 k=3) it is 1.3x / 1.7x faster forward / forward+backward, at 0.106 (1-D 4096
+# k=7) and 0.083 (2-D 56x56 k=3) the reference's forward is 1.4x / 1.5x faster (forward+backward
+# about equal).
 MIN_RATE = 0.11
 
 
