@@ -248,7 +248,7 @@ def add_arguments(parser: argparse.ArgumentParser):
 def backend_platform(name: str) -> str:
     """The XLA platform of the fused backend `name`'s FFI targets ("CUDA" or "cpu")."""
     from jax_natten import backends
-    return {b.name: b for b in backends.BACKENDS}[name].gemm.kernels.shards.platform
+    return backends.by_name(name).gemm.kernels.shards.platform
 
 
 def format_plan(name: str, p: FusedPlan) -> str:

@@ -38,8 +38,7 @@ class Trial:
 
 
 def fused_backend(name: str):
-    by_name = {b.name: b for b in backends.BACKENDS}
-    backend = by_name.get(name)
+    backend = backends.by_name(name)
     if backend is None or not hasattr(backend, "with_tiles"):
         fused = [b.name for b in backends.BACKENDS if hasattr(b, "with_tiles")]
         raise SystemExit(f"--backend {name}: the tuner times a fused backend ({', '.join(fused)})")

@@ -242,6 +242,5 @@ def test_explain_chooses_blocked_on_cpu_and_reports_tiles():
     assert small_window.reasons["blocked"].startswith("estimated rate 0.106 < 0.11"), small_window.reasons
     if jax.default_backend() == "cpu":
         assert small_window.chosen == "reference"
-    by_name = {b.name: b for b in jax_natten.backends.BACKENDS}
-    assert "qk and av" in str(by_name["blocked"].unsupported(
+    assert "qk and av" in str(jax_natten.backends.by_name("blocked").unsupported(
         jax_natten.backends.Request("qk", "cpu", "float32", (9,), 2, 2, 8, 8, checks.neighborhood((9,), 3))))

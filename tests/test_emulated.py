@@ -124,9 +124,8 @@ def test_backends_pass_over_a_build_that_lacks_instances(monkeypatch):
     minimal = frozenset(f"{variant}_{pair}" for variant in ("naive", "gemm")
                         for pair in ("pn_float32", "nn_float16_f32w", "in_bfloat16"))
     monkeypatch.setattr(jax_natten.cuda, "unfused_instances", lambda platform="CUDA": minimal)
-    by_name = {b.name: b for b in backends.BACKENDS}
     request = backends.Request("attention", "cpu", "float16", (9,), 2, 2, 8, 8, checks.neighborhood((9,), 3))
     for name in ("gemm-emulated", "fused-emulated"):
-        reason = by_name[name].unsupported(request)
+        reason = backends.by_name(name).unsupported(request)
         assert reason is not None and "gemm_pn_float16_f32w" in reason and "minimal" in reason, reason
-    assert "naive_pn_float16_f32w" in by_name["naive-emulated"].unsupported(request)
+    assert "naive_pn_float16_f32w" in backends.by_name("naive-emulated").unsupported(request)

@@ -112,7 +112,7 @@ def test_fused_emulated_is_explicit_and_explains_why_not():
         with pytest.raises(NotImplementedError, match=why):
             jn.na1d(jnp.zeros(q.shape, dtype), jnp.zeros(q.shape, dtype), jnp.zeros(q.shape, dtype), kernel_size=3,
                     backend=BACKEND)
-    backend = {b.name: b for b in backends.BACKENDS}[BACKEND]
+    backend = backends.by_name(BACKEND)
     assert backend.gemm.name == "gemm-emulated"
 
 

@@ -154,6 +154,6 @@ def test_float16_overflow(backend):
     sweeps.assert_close("output", out, ref_out, oracle.TOLERANCE["float16"])
     sweeps.assert_close("LSE", lse, ref_lse, 1e-6)
     qk_request = backends.make_request("qk", "float16", (9,), 1, 1, 8, 8, checks.neighborhood((9,), 3))
-    if {b.name: b for b in backends.BACKENDS}[backend].unsupported(qk_request) is None:  # blocked: attention only
+    if backends.by_name(backend).unsupported(qk_request) is None:  # blocked: attention only
         logits = jax_natten.na1d_qk(jnp.asarray(q), jnp.asarray(q), kernel_size=3, backend=backend)
         assert logits.dtype == jnp.float16 and np.isposinf(np.asarray(logits, np.float32)).all()

@@ -123,7 +123,7 @@ def test_fused_backward_takes_the_forward_tiles(cache_dir):
     require_emulation()
     q = jnp.zeros((1, *SPATIAL, 4, 64), jnp.bfloat16)
     kv = jnp.zeros((1, *SPATIAL, 2, 64), jnp.bfloat16)
-    backend = {b.name: b for b in backends.BACKENDS}["fused-emulated"]
+    backend = backends.by_name("fused-emulated")
 
     def lowered(backend):
         grad = jax.grad(lambda *xs: jnp.sum(backend.attention(*xs, NBHD, 0.125)[0].astype(jnp.float32)),
@@ -147,8 +147,7 @@ def test_backend_passes_cached_tiles_to_the_kernel(cache_dir):
     other = _other_choice()
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.standard_normal((1, *SPATIAL, 2, 64)), jnp.float32) for _ in range(3))
-    by_name = {b.name: b for b in backends.BACKENDS}
-    backend = by_name["fused-emulated"]
+    backend = backends.by_name("fused-emulated")
 
     def lowered_tiles():
         text = jax.jit(lambda *xs: backend.attention(*xs, NBHD, 0.125)[0]).lower(q, k, v).as_text()
@@ -163,7 +162,7 @@ def test_backend_passes_cached_tiles_to_the_kernel(cache_dir):
     assert tuned_text == (other.q_tile, other.kv_tile)
     assert "tuned on" in backend.describe(backends.make_request("attention", "float32", SPATIAL, 2, 2, 64, 64, NBHD))
     tuned_out = backend.attention(q, k, v, NBHD, 0.125)[0]
-    reference = by_name["reference"].attention(q, k, v, NBHD, 0.125)[0]
+    reference = backends.by_name("reference").attention(q, k, v, NBHD, 0.125)[0]
     assert (planned.q_tile, planned.kv_tile) != (other.q_tile, other.kv_tile)
     np.testing.assert_allclose(tuned_out, reference, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(tuned_out, planned_out, rtol=1e-5, atol=1e-6)

@@ -128,6 +128,11 @@ def names():
     return tuple(b.name for b in BACKENDS)
 
 
+def by_name(name):
+    """The backend called `name`, or None."""
+    return next((b for b in BACKENDS if b.name == name), None)
+
+
 def default_platform():
     return jax.default_backend()
 
@@ -148,13 +153,13 @@ def choose(request: Request, backend: str | None = None):
     """The backend that runs `request`: the named one (or an error saying why it cannot), or the
     most preferred one that can."""
     if backend is not None:
-        by_name = {b.name: b for b in BACKENDS}
-        if not isinstance(backend, str) or backend not in by_name:
+        named = by_name(backend) if isinstance(backend, str) else None
+        if named is None:
             raise ValueError(f"backend={backend!r}: unknown backend; choose one of {names()} or None.")
-        reason = by_name[backend].unsupported(request)
+        reason = named.unsupported(request)
         if reason is not None:
             raise NotImplementedError(f"backend={backend!r} cannot run this {request.operator} call: {reason}")
-        return by_name[backend]
+        return named
     for candidate in BACKENDS:
         reason = automatic_reason(candidate, request)
         if reason is None:

@@ -318,6 +318,20 @@ def _scores(qt, kt, mask, bias):
     return jnp.where(mask[None, :, None, None], s, -jnp.inf)
 
 
+def _softmax_parts(s, extra=None):
+    """Each row's maximum `m` (0 for a row with no finite score), `exp(s - m)` and the row's sum;
+    with `extra`, the additional tokens' per-row (maximum, sum), the maximum and sum over both."""
+    m = s.max(-1)
+    if extra is not None:
+        m = jnp.maximum(m, extra[0])
+    m = _finite(m)
+    e = jnp.exp(s - m[..., None])
+    total = e.sum(-1)
+    if extra is not None:
+        total = total + extra[1] * jnp.exp(extra[0] - m)
+    return m, e, total
+
+
 def _plain_values(e, vt):
     return jnp.einsum("bzhpmn,bzhnd->bzhpmd", e, vt, precision=HIGHEST)
 
@@ -372,10 +386,7 @@ def _forward(query, key, value, rpb, extra_keys, extra_values, p: Plan, scale):
         qt = _tile(qr, rows, tiles)
         kt, vt = (_tile(x, boxes, boxes_shape)[:, :, :, 0] for x in (kr, vr))
         bias = None if rpb is None else _bias(bias_table, offsets, p.nbhd.kernel_size, heads_kv)
-        s = _scores(qt, kt, masks[mask_index], bias)
-        m = _finite(s.max(-1))
-        e = jnp.exp(s - m[..., None])
-        total = e.sum(-1)
+        m, e, total = _softmax_parts(_scores(qt, kt, masks[mask_index], bias))
         o = _weighted_values(e, vt) / jnp.where(total > 0, total, 1)[..., None]
         return _place(out, o, rows, tiles), _place(lse, m + jnp.log(total), rows, tiles)
 
@@ -401,14 +412,12 @@ def _backward(query, key, value, rpb, extra_keys, extra_values, out, lse, d_out,
     # score and sum over its window (and the additional tokens), not as exp(s - lse): lse holds
     # the scores' magnitude, and at scores near 1e4 its float32 rounding alone puts 4e-5 on every
     # probability of the row.
-    extra_max = extra_total = None
+    extra_r = None  # the additional tokens' per-row (maximum, sum), regrouped
     if extra_keys is not None:
         s_extra = extra_logits(q, extra_keys.astype(acc), 1.0)
-        extra_max = _finite(s_extra.max(-1))
-        extra_total = jnp.exp(s_extra - extra_max[..., None]).sum(-1)
-        extra_max, extra_total = (x.reshape(lse.shape) for x in (extra_max, extra_total))
+        extra_max, _, extra_total = _softmax_parts(s_extra)
+        extra_r = tuple(_regroup(x.reshape(lse.shape), p, heads_kv) for x in (extra_max, extra_total))
     qr, kr, vr, dor, deltar = (_regroup(x, p, heads_kv) for x in (q, k, v, do, delta))
-    extra_r = None if extra_keys is None else tuple(_regroup(x, p, heads_kv) for x in (extra_max, extra_total))
     axes = p.axes()
     tiles, boxes_shape = tuple(a.tile for a in axes), tuple(a.box for a in axes)
     masks = _mask_table(axes)
@@ -420,16 +429,8 @@ def _backward(query, key, value, rpb, extra_keys, extra_values, out, lse, d_out,
         kt, vt = (_tile(x, boxes, boxes_shape)[:, :, :, 0] for x in (kr, vr))
         bias, bias_back = (None, None) if rpb is None else jax.vjp(
             lambda table: _bias(table, offsets, p.nbhd.kernel_size, heads_kv), rpb.astype(acc))
-        s = _scores(qt, kt, masks[mask_index], bias)
-        m = s.max(-1)
-        if extra_r is not None:
-            m_extra, total_extra = (_tile(x, rows, tiles) for x in extra_r)
-            m = jnp.maximum(m, m_extra)
-        m = _finite(m)
-        e = jnp.exp(s - m[..., None])
-        total = e.sum(-1)
-        if extra_r is not None:
-            total = total + total_extra * jnp.exp(m_extra - m)
+        extra = None if extra_r is None else tuple(_tile(x, rows, tiles) for x in extra_r)
+        m, e, total = _softmax_parts(_scores(qt, kt, masks[mask_index], bias), extra)
         e = e / jnp.where(total > 0, total, 1)[..., None]
         ds = e * (jnp.einsum("bzhpmd,bzhnd->bzhpmn", dot, vt, precision=HIGHEST) - delta_t)
         if rpb is not None:
