@@ -17,6 +17,7 @@ import pytest
 
 import jax_natten
 from jax_natten import backends, cuda
+from jax_natten.backends import unfused
 
 DEFAULT_ARCHS = "80-real,90a-real,80-virtual"
 
@@ -70,6 +71,11 @@ class _FakeExtension:
 
     def fused_head_dim_classes(self):
         return (32, 64, 128, 256)
+
+    def unfused_instances(self):
+        # The default build (CMake's JAX_NATTEN_CUDA_UNFUSED=all): every instantiation a backend calls.
+        return {name for variant in ("naive", "gemm") for operator in ("attention", "qk", "av")
+                for dtype in unfused.CUDA_DTYPES for name in unfused.needed_instances(variant, operator, dtype)}
 
     def fused_q_tile_rows(self):
         return 64
