@@ -90,6 +90,10 @@ CPP_TEST_FILES = ("test_emulation_cpp.py", "test_fused_emulated.py")
 
 
 def pytest_collection_modifyitems(config, items):
+    # The slow tests first (a stable sort keeps the order within each part): pytest-xdist hands
+    # out the first quarter of the tests round-robin, so its workers share the long ones and
+    # the run ends on short tests, not on one worker finishing a two-minute test alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if os.environ.get("JAX_NATTEN_CPP_TESTS_ELSEWHERE") != "1":
         return
     marker = pytest.mark.skip(reason="C++ tests: CI runs them in its py311 environment")

@@ -12,6 +12,7 @@ TINY = models.ModelConfig(family="nat", embed_dim=16, depths=(1, 1), num_heads=(
                           drop_path_rate=0.0, kernel_size=3, num_classes=4)
 
 
+@pytest.mark.slow
 def test_records_and_table():
     records = bench_models.run(TINY, "tiny", ["reference"], "float32", batch=2, image_size=32,
                                passes_list=["fwd", "fwd+bwd"], warmup=1, reps=1)
@@ -46,6 +47,7 @@ def test_cli_errors(argv, message, capsys):
         cli.main(["models", *argv])
 
 
+@pytest.mark.slow
 def test_breakdown_attention_share():
     records = bench_models.run(TINY, "tiny", ["reference"], "float32", batch=2, image_size=32,
                                passes_list=["fwd", "fwd+bwd"], warmup=1, reps=1, breakdown=True)

@@ -9,9 +9,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "data_parallel.py"
 
 
+@pytest.mark.slow
 def test_data_parallel_steps_match_single_device(tmp_path):
     out = tmp_path / "dp.json"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}

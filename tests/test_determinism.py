@@ -16,6 +16,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import oracle
 import sweeps
 
@@ -54,6 +55,7 @@ def all_digests():
             for backend in sweeps.CPU_BACKENDS for index, config in enumerate(CONFIGS)}
 
 
+@pytest.mark.slow
 def test_bitwise_identical_across_runs_and_processes():
     first = all_digests()
     assert all_digests() == first, "a second run in the same process differs"

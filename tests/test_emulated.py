@@ -51,6 +51,7 @@ def test_targets_registered_for_cpu():
             assert f"jax_natten_na_{op}_{variant}" in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", EMULATED)
 @pytest.mark.parametrize("dtype", sorted(TOLERANCE))
 @pytest.mark.parametrize("chunk", range(CHUNKS))

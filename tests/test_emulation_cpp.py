@@ -110,6 +110,7 @@ def run(binary, *args, env=None):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_exec_contexts(build):
     result = run(build("exec_test", "plain"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -126,11 +127,13 @@ def test_fiber_backend_reports_broken_ctas(build, mode, message):
     assert result.returncode != 0 and message in result.stderr, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_gemm_kernels_match_naive_fibers(build):
     result = run(build("kernels_test", "plain"), "fibers")
     assert result.returncode == 0 and "all passed" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_thread_backend_under_thread_sanitizer(build):
     for test in ("exec_test", "kernels_test"):
         result = run(build(test, "tsan"), "threads", env={"TSAN_OPTIONS": "halt_on_error=1"})
@@ -138,6 +141,7 @@ def test_thread_backend_under_thread_sanitizer(build):
         assert "ThreadSanitizer" not in result.stderr
 
 
+@pytest.mark.slow
 def test_shadow_is_clean_on_the_real_kernels(build):
     result = run(build("kernels_test", "shadow"), "fibers")
     assert result.returncode == 0 and "all passed" in result.stdout, result.stdout + result.stderr[-4000:]
@@ -149,6 +153,7 @@ def test_dropped_barrier_is_reported_by_the_shadow(build):
     assert result.returncode != 0 and "smem race" in result.stderr, result.stdout + result.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_dropped_barrier_is_reported_by_thread_sanitizer(build):
     result = run(build("kernels_test", "tsan"), "drop-barrier", "threads", env={"TSAN_OPTIONS": "halt_on_error=1"})
     assert result.returncode != 0 and "data race" in result.stderr, result.stdout + result.stderr[-4000:]
@@ -162,6 +167,7 @@ def test_wrong_fragment_layout_gives_wrong_results(build):
 FUZZ_SECONDS = os.environ.get("JAX_NATTEN_FFI_FUZZ_SECONDS", "30")
 
 
+@pytest.mark.slow
 def test_ffi_layer_fuzzed_under_address_sanitizer(build):
     result = run(build("ffi_fuzz_test", "asan"), FUZZ_SECONDS, "20261202", env={"JAX_NATTEN_EMULATION_LANES": "threads"})
     assert result.returncode == 0 and "all passed" in result.stdout, result.stdout + result.stderr[-4000:]

@@ -8,9 +8,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "dinat_demo.py"
 
 
+@pytest.mark.slow
 def test_dinat_demo_runs():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--model", "nat_mini", "--image-size", "96", "--kernel-size", "3",

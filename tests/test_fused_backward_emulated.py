@@ -60,6 +60,7 @@ def test_backward_target_registered_and_used():
     assert "jax_natten_na_fused_backward" in jax.jit(grad).lower(q).as_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_fused_backward_matches_oracle(dtype, chunk):

@@ -28,6 +28,7 @@ def _summary(output):
     return re.findall(r"^(\w+) head_dim class (\d+): (\d+) cases, (\d+) failed", output, re.M)
 
 
+@pytest.mark.slow
 def test_emulated_sweep_matches_float64():
     done = emu.run(emu.build(), CASES_PER_DTYPE)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
@@ -65,6 +66,7 @@ def _one_class(cases):
     return {("float16", 64): cases}
 
 
+@pytest.mark.slow
 def test_race_shadow_clean():
     binary = emu.build(emu.SHADOW_FLAGS + emu.ONE_CLASS)
     done = emu.run(binary, 6, seed=2)
@@ -79,6 +81,7 @@ def test_race_shadow_clean():
     assert "races" not in done.stderr and _backward_summary(done.stdout, deterministic=True) == _one_class(2)
 
 
+@pytest.mark.slow
 def test_thread_sanitizer_clean():
     binary = emu.build(emu.TSAN_FLAGS + emu.ONE_CLASS, optimize="-O1")
     done = emu.run(binary, 2, seed=3, lanes="threads")
@@ -92,6 +95,7 @@ def test_thread_sanitizer_clean():
     assert "ThreadSanitizer" not in done.stderr and _backward_summary(done.stdout) == _one_class(1)
 
 
+@pytest.mark.slow
 def test_backward_matches_float64():
     # CASES_PER_DTYPE random cases of every parameter class but RPB in float16 and in bfloat16,
     # over every backward instantiation (head-dim classes 32, 64 and 128), on the build of every class.
@@ -100,6 +104,7 @@ def test_backward_matches_float64():
     assert _backward_summary(done.stdout) == _every_class(CASES_PER_DTYPE), done.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_deterministic_backward_keeps_its_bits_and_matches_float64():
     # dQ from the Q-tile kernel (d_query poisoned), each case run 3 times with the same bits.
     done = emu.run(emu.build(emu.ONE_CLASS), 20, seed=7, backward=True, deterministic=True)
@@ -107,6 +112,7 @@ def test_deterministic_backward_keeps_its_bits_and_matches_float64():
     assert _backward_summary(done.stdout, deterministic=True) == _one_class(20), done.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_deterministic_backward_every_class_matches_float64():
     # The deterministic mode at every backward instantiation (head-dim classes 32, 64 and 128) in
     # float16 and bfloat16, on the build of every class.

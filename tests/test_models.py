@@ -87,6 +87,7 @@ def nat_by_hand(params, config, images):
     return x @ params["head"]["kernel"] + params["head"]["bias"]
 
 
+@pytest.mark.slow
 def test_nat_forward_matches_hand_written():
     config = models.ModelConfig(family="nat", **SMALL_NAT)
     images = jnp.asarray(np.random.default_rng(0).standard_normal((2, 29, 31, 3)), jnp.float32)
@@ -120,6 +121,7 @@ def test_dinat_s_shapes_and_patch_merging_order():
     np.testing.assert_array_equal(merged[0, 0, 0], [0, 4, 1, 5])
 
 
+@pytest.mark.slow
 def test_drop_path_only_when_not_deterministic():
     config = models.ModelConfig(family="nat", **{**SMALL_NAT, "drop_path_rate": 0.5})
     images = jnp.asarray(np.random.default_rng(3).standard_normal((8, 24, 24, 3)), jnp.float32)

@@ -61,6 +61,7 @@ def test_zoo_has_linen_parameter_paths(name):
     assert nnx_shapes == {path: (s.shape, s.dtype) for path, s in linen_shapes.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_same_logits_on_same_weights(name):
     config = CONFIGS[name]

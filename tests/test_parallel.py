@@ -57,6 +57,7 @@ def permuted_bytes(hlo):
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_matches_single_device_and_moves_only_halos(name):
     spatial, kernel_size, dilation, is_causal, shards = CASES[name]

@@ -64,6 +64,7 @@ def test_mlp_gradients_under_shard_map_match_one_device(mesh):
 CPU_BACKENDS = ("reference", "blocked", "gemm-emulated", "naive-emulated", "fused-emulated")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_attention_gradients_under_shard_map_with_replicated_inputs(mesh, backend):
     """Data parallelism as examples/data_parallel.py does it: every input sharded over the batch but

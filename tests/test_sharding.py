@@ -77,6 +77,7 @@ def all_gathers(hlo):
     return [line for line in hlo.splitlines() if "all-gather" in line]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, name, heads_kv",
                          [(BACKEND, name, HEADS_KV) for name in SHARDINGS] + [(BACKEND, "batch+heads", HEADS),
                                                                               (FUSED, "batch+heads", HEADS_KV)],

@@ -9,9 +9,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_digits.py"
 
 
+@pytest.mark.slow
 def test_dinat_learns_digits(tmp_path):
     out = tmp_path / "curve.json"
     subprocess.run([sys.executable, str(SCRIPT), "--backend", "reference", "--json", str(out)], check=True,
@@ -32,6 +35,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow
 def test_checkpoint_restores_and_resumes(tmp_path):
     """Orbax checkpoints of the digits example: the restored parameters and optimizer state are
     the trained ones, bit for bit, and predict the same; a run interrupted after epoch 1 and
