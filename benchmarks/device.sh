@@ -2,7 +2,7 @@
 # On the lent GPU machine: build and install jax_natten from source, run the GPU tests and the
 # benchmarks, and leave logs and results under $OUT. Stages run in the order given:
 #   JAX_NATTEN_COMMIT=<sha> bash benchmarks/device.sh build test sanitize bench sweep train models
-# (fused forward: stages fused_test fused_sanitize fused_bench fused_sweep profile)
+# (fused forward: stages fused_test fused_sanitize fused_bench fused_sweep profile; float32: float32_sweep)
 # (JAX_NATTEN_COMMIT goes into the result records; JAX_NATTEN_TEST_FILTER is pytest's -k.)
 # The wheels the device lacks travel in .device/ (carry ".device"): CUTLASS, and scikit-learn
 # for the training run:
@@ -193,6 +193,18 @@ fused_sweep() {
   for baseline in naive gemm; do
     (cd /tmp && python3 -m jax_natten sweep --backends fused,$baseline --dtypes float16,bfloat16 --passes fwd \
       --reps 5 --warmup 1 --json "$out/$date-$device-fused-over-$baseline.json") 2>&1 | tail -8
+  done
+}
+
+# The seed's float32 comparison (issue [7/9]'s missing ranks): fused, gemm and naive, forward and
+# forward+backward, one record file per rank (JAX_NATTEN_SWEEP_RANKS, default 1 2 3).
+float32_sweep() {
+  local date device rank
+  date=$(date +%F)
+  device=$(python3 -c "import jax; print(jax.devices()[0].device_kind.replace(' ', '-'))")
+  for rank in ${JAX_NATTEN_SWEEP_RANKS:-1 2 3}; do
+    (cd /tmp && python3 -m jax_natten sweep --backends fused,gemm,naive --dtypes float32 --rank "$rank" \
+      --passes fwd,fwd+bwd --reps 5 --warmup 1 --json "$out/$date-$device-sweep-float32-${rank}d.json") 2>&1 | tail -8
   done
 }
 
