@@ -90,9 +90,10 @@ CPP_TEST_FILES = ("test_emulation_cpp.py", "test_fused_emulated.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    # The slow tests first (a stable sort keeps the order within each part): pytest-xdist hands
-    # out the first quarter of the tests round-robin, so its workers share the long ones and
-    # the run ends on short tests, not on one worker finishing a two-minute test alone.
+    # The slow tests first (a stable sort keeps the order within each part). pytest-xdist deals
+    # each worker a first chunk of consecutive tests, then the rest as workers free up: the long
+    # tests are all dealt early and the run ends on short ones, not on one worker finishing a
+    # two-minute test alone.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if os.environ.get("JAX_NATTEN_CPP_TESTS_ELSEWHERE") != "1":
         return
